@@ -1,0 +1,3 @@
+from fdae.cli import main
+
+raise SystemExit(main())
