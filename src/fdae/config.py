@@ -1,0 +1,270 @@
+"""One dataclass tree for a run, read from YAML with `key=value` overrides.
+
+Every field has a default, so a preset only states what differs. Validation names the
+bad key or value and the accepted choices, and every run writes its resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fdae.errors import FdaeError
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes3d-synth"
+    root: str | None = None
+
+
+@dataclass
+class UNetConfig:
+    """A preset name plus optional overrides of its fields (None keeps the preset's)."""
+
+    preset: str = "tiny"
+    channels: int | None = None
+    channel_mult: list[int] | None = None
+    num_blocks: int | None = None
+    attn_resolutions: list[int] | None = None
+    head_channels: int | None = None
+    dropout: float | None = None
+    resblock_updown: bool | None = None
+
+
+@dataclass
+class MethodConfig:
+    name: str = "fdae"  # fdae | diffae
+    num_concepts: int = 6  # N
+    content_dim: int = 80  # dims of each raw content code f_c
+    mask_dim: int = 80  # d_m, dims of each mask code
+    adjust_dim: int = 80  # channels of each adjusted content code f'_c = condition-map channels
+    use_masks: bool = True  # False: the E+G ablation (one code, no masks)
+    content_decorrelation_weight: float = 2.5e-5
+    mask_entropy_weight: float = 1e-4
+    encoder_width: int = 64  # ResNet-18 base width (64 = the standard trunk)
+    mask_decoder_width: int = 384  # first mask-decoder width (Table 3: 384)
+    latent_dim: int = 512  # Diff-AE: size of the semantic code
+
+
+@dataclass
+class EDMConfig:
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    sample_steps: int = 40
+
+
+@dataclass
+class OptimConfig:
+    name: str = "radam"  # radam | adamw | adam
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float | None = None
+    warmup_steps: int = 0
+    fused: bool = True  # fused optimizer kernels where the device supports them
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    steps: int = 100_000
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False
+    ema_decay: float | None = None
+    log_every: int = 50
+    ckpt_every: int = 1000
+    keep_last: int = 3
+    eval_every: int = 0  # 0: no periodic evaluation
+    max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    time_limit_min: float | None = None  # stop (with a checkpoint) after this many minutes
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "paper"  # paper | dlib
+    metrics: list[str] = field(default_factory=lambda: ["dci", "factor_vae", "mig"])
+    num_train: int = 10_000
+    num_test: int = 5_000
+    num_votes_train: int = 10_000
+    num_votes_eval: int = 5_000
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method.name": ("fdae", "diffae"),
+    "unet.preset": ("tiny", "fast", "paper"),
+    "optim.name": ("radam", "adamw", "adam"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "eval.protocol": ("paper", "dlib"),
+}
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's annotated type, or raise a clear error."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
+        if not isinstance(value, (list, tuple)):
+            raise FdaeError(f"config key '{key}' expects a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise FdaeError(f"config key '{key}' expects true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise FdaeError(f"config key '{key}' expects a number, got {value!r}")
+        try:
+            num = float(value) if tp is float else _to_int(value)
+        except (TypeError, ValueError):
+            raise FdaeError(f"config key '{key}' expects {tp.__name__}, got {value!r}") from None
+        return num
+    if tp is str:
+        if value is None:
+            raise FdaeError(f"config key '{key}' expects a string, got null")
+        return str(value)
+    return value
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, str):
+        f = float(value)
+        if not f.is_integer():
+            raise ValueError(value)
+        return int(f)
+    return int(value)
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise FdaeError(
+                f"unknown config key '{full}'; valid keys here: {', '.join(sorted(names))}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise FdaeError(f"config key '{full}' is a section; give its fields, e.g. {full}.<field>=...")
+            _apply(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b=3` -> {'a': {'b': 3}} with the value parsed as YAML."""
+    if "=" not in text:
+        raise FdaeError(f"override '{text}' must look like key=value, e.g. train.steps=1000")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def validate(cfg: Config) -> Config:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise FdaeError(f"config key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    positive = {
+        "method.num_concepts": cfg.method.num_concepts,
+        "method.content_dim": cfg.method.content_dim,
+        "method.mask_dim": cfg.method.mask_dim,
+        "method.adjust_dim": cfg.method.adjust_dim,
+        "train.batch_size": cfg.train.batch_size,
+        "train.steps": cfg.train.steps,
+        "optim.lr": cfg.optim.lr,
+        "edm.sigma_data": cfg.edm.sigma_data,
+        "edm.sample_steps": cfg.edm.sample_steps,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise FdaeError(f"config key '{key}' must be > 0, got {value!r}")
+    if cfg.train.ema_decay is not None and not 0.0 < cfg.train.ema_decay < 1.0:
+        raise FdaeError(f"config key 'train.ema_decay' must be in (0, 1) or null, got {cfg.train.ema_decay}")
+    if not cfg.method.use_masks and cfg.method.num_concepts != 1:
+        raise FdaeError(
+            "method.use_masks=false is the E+G ablation and needs method.num_concepts=1"
+        )
+    if cfg.edm.sigma_min >= cfg.edm.sigma_max:
+        raise FdaeError("config key 'edm.sigma_min' must be below 'edm.sigma_max'")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- `key=value` overrides, then validated."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FdaeError(f"config file not found: {p} (presets live in configs/, e.g. configs/shapes3d-tiny.yaml)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise FdaeError(f"config file {p} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise FdaeError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+        _apply(cfg, data)
+    for text in overrides or []:
+        _apply(cfg, parse_override(text))
+    return validate(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    _apply(cfg, data)
+    return validate(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
