@@ -101,7 +101,8 @@ def heun_sample(
     `denoise_fn(x, sigma)` returns D(x; sigma) for a batch with one sigma per sample.
     """
     n = len(sigmas) - 1
-    x = x.float()
+    if x.dtype != torch.float64:
+        x = x.float()
     ones = x.new_ones(x.shape[0])
     for i in range(n):
         s_cur, s_next = float(sigmas[i]), float(sigmas[i + 1])
