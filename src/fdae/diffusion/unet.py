@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fdae.nn.norm import GroupNorm32
+
 
 @dataclass(frozen=True)
 class UNetSpec:
@@ -56,7 +58,7 @@ def make_spec(preset: str, **overrides) -> UNetSpec:
 
 
 def _norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, ch), ch)
+    return GroupNorm32(math.gcd(32, ch), ch)
 
 
 def _zero(module: nn.Module) -> nn.Module:

@@ -50,15 +50,27 @@ class DiffusionAutoencoder(nn.Module):
         """D(x; sigma | cond), preconditioned in fp32."""
         return edm.denoise(self.unet, x, sigma, self.edm_cfg.sigma_data, **cond["unet"])
 
-    def loss(self, images: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """EDM loss (Karras et al. Eq. 2 with lambda = 1/sigma^2 + 1/sigma_data^2) plus
-        the method's weighted extra losses. Returns 'loss' (total) and every term."""
+    def draw_noise(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The training noise of one step: sigma (B,) then the fp32 noise (B, C, H, W), in
+        that order from `generator` (kept out of compiled code: see fdae.train.fast_step)."""
         cfg = self.edm_cfg
         b = images.shape[0]
         sigma = edm.sample_training_sigmas(b, cfg.p_mean, cfg.p_std, device=images.device, generator=generator)
         noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=torch.float32)
+        return sigma, noise
+
+    def loss(self, images: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """EDM loss (Karras et al. Eq. 2 with lambda = 1/sigma^2 + 1/sigma_data^2) plus
+        the method's weighted extra losses. Returns 'loss' (total) and every term."""
+        sigma, noise = self.draw_noise(images, generator)
+        return self.loss_given_noise(images, sigma, noise)
+
+    def loss_given_noise(self, images: Tensor, sigma: Tensor, noise: Tensor) -> dict[str, Tensor]:
+        """`loss` with its random draws given: a pure function of its inputs and the
+        parameters (dropout aside), which torch.compile can trace as one graph."""
+        cfg = self.edm_cfg
         y = images.float()
-        x_t = y + noise * sigma.reshape(-1, 1, 1, 1)
+        x_t = y + noise.float() * sigma.reshape(-1, 1, 1, 1)
         cond = self.condition(images)
         denoised = self.denoise(x_t, sigma, cond)
         weight = edm.loss_weight(sigma, cfg.sigma_data).reshape(-1, 1, 1, 1)
@@ -84,13 +96,17 @@ class DiffusionAutoencoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, cond: dict[str, Any], shape: tuple[int, ...], steps: int | None = None,
-               generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
-        """Sample images from Gaussian noise given a conditioning, with Heun's sampler."""
+               generator: torch.Generator | None = None, device: torch.device | None = None,
+               noise: Tensor | None = None) -> Tensor:
+        """Sample images given a conditioning with Heun's sampler, from `noise` (unit
+        Gaussian, e.g. shared by every cell of a swap grid) or fresh noise."""
         cfg = self.edm_cfg
         steps = steps or cfg.sample_steps
         device = device or next(self.parameters()).device
         sigmas = edm.karras_sigmas(steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=device)
-        x = torch.randn(shape, device=device, generator=generator) * sigmas[0]
+        if noise is None:
+            noise = torch.randn(shape, device=device, generator=generator)
+        x = noise.to(device=device, dtype=torch.float32).expand(shape) * sigmas[0]
         return edm.heun_sample(lambda x_, s_: self.denoise(x_, s_, cond), x, sigmas).clamp(-1, 1)
 
     @torch.no_grad()

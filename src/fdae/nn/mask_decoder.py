@@ -7,6 +7,8 @@ logit map. The softmax over concepts is applied by the caller.
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 
@@ -21,8 +23,8 @@ class MaskDecoder(nn.Module):
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
             layers += [
-                nn.GroupNorm(min(32, cin), cin), nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(min(32, cout), cout), nn.SiLU(),
+                nn.GroupNorm(math.gcd(32, cin), cin), nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(math.gcd(32, cout), cout), nn.SiLU(),
             ]
         layers.append(nn.Conv2d(chans[-1], 1, 3, padding=1))
         self.net = nn.Sequential(*layers)

@@ -1,0 +1,66 @@
+"""`fdae viz RUN_DIR --out DIR`: the figures of a trained run (masks, swaps, reconstructions)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fdae.errors import FdaeError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("viz", help="write figures of a trained run: masks, code swaps, reconstructions")
+    p.add_argument("run_dir", help="a run directory written by `fdae train`")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/figures)")
+    p.add_argument("--n", type=int, default=6, help="images per figure")
+    p.add_argument("--steps", type=int, default=None, help="Heun sampler steps (default: config edm.sample_steps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    p.set_defaults(func=run)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu") -> dict[str, Path]:
+    """Every figure for `model` on images of `dataset` drawn with RandomState(seed)."""
+    from fdae.methods.fdae import FDAE
+    from fdae.viz.figures import concept_swap_figure, mask_figure, reconstruction_figure, swap_grid
+    from fdae.viz.grids import save_png
+
+    rs = np.random.RandomState(seed)
+    images = dataset.images(dataset.sample_factors(2 * n, rs), device=device)
+    first, second = images[:n], images[n:]
+    written = {"reconstructions": save_png(reconstruction_figure(model, first, steps, seed), out / "reconstructions.png", 2)}
+    if isinstance(model, FDAE) and model.cfg.use_masks:
+        written["masks"] = save_png(mask_figure(model, first), out / "masks.png", 2)
+        written["swap_grid"] = save_png(swap_grid(model, first, second, steps, seed), out / "swap_grid.png", 2)
+        for kind in ("content", "mask"):
+            fig = concept_swap_figure(model, first, second, kind, steps, seed)
+            written[f"swap_{kind}"] = save_png(fig, out / f"concept_swaps_{kind}.png", 2)
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from fdae.train.checkpoint import load_run
+
+    device = pick_device(args.device)
+    run_dir = Path(args.run_dir)
+    loaded = load_run(run_dir, device=device, use_ema=not args.no_ema, data_root=args.data_root)
+    if args.n < 1:
+        raise FdaeError("--n must be at least 1")
+    out = Path(args.out) if args.out else run_dir / "figures"
+    written = write_figures(loaded.method, loaded.dataset, out, args.n, args.steps, args.seed, device)
+    print(f"figures of {run_dir} (step {loaded.step}, dataset {loaded.dataset.name}):")
+    for name, path in written.items():
+        print(f"  {name:16s} {path}")
+    return 0

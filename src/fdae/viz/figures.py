@@ -1,0 +1,108 @@
+"""What a trained model learned, as pictures: masks, code swaps, reconstructions.
+
+Every decoded cell of one figure starts from the same noise, so differences between
+cells come from the codes alone. Figures return HWC uint8 arrays; `save_png` writes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fdae.methods.base import DiffusionAutoencoder
+from fdae.methods.fdae import FDAE
+from fdae.viz.grids import colour_masks, grey, tile, to_uint8
+
+
+def _shared_noise(model: DiffusionAutoencoder, images: Tensor, seed: int) -> Tensor:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn((1, *images.shape[1:]), generator=g).to(images.device)
+
+
+@torch.no_grad()
+def mask_figure(model: FDAE, images: Tensor) -> np.ndarray:
+    """Rows of: image, the N masks (grey), the coloured concept map, the overlay."""
+    model.eval()
+    masks = model.condition(images)["masks"]
+    imgs, colours = to_uint8(images), colour_masks(masks)
+    overlay = (0.45 * imgs + 0.55 * colours).astype(np.uint8)
+    rows = []
+    for b in range(images.shape[0]):
+        rows.append([imgs[b], *[grey(masks[b, n][None])[0] for n in range(masks.shape[1])],
+                     colours[b], overlay[b]])
+    return tile(rows)
+
+
+@torch.no_grad()
+def reconstruction_figure(model: DiffusionAutoencoder, images: Tensor, steps: int | None = None,
+                          seed: int = 0) -> np.ndarray:
+    """Pairs of columns: input | reconstruction (Heun sampling from shared noise)."""
+    model.eval()
+    cond = model.condition(images)
+    rec = model.decode(cond, tuple(images.shape), steps, noise=_shared_noise(model, images, seed))
+    a, b = to_uint8(images), to_uint8(rec)
+    return tile([[a[i], b[i]] for i in range(images.shape[0])])
+
+
+@torch.no_grad()
+def swap_grid(model: FDAE, row_images: Tensor, col_images: Tensor, steps: int | None = None,
+              seed: int = 0) -> np.ndarray:
+    """Cell (i, j): content codes of row image i with the mask codes of column image j
+    (the paper's supplementary Figs. 3-4). First row/column show the source images."""
+    model.eval()
+    rc, _ = model.cmfnet.codes(row_images)
+    _, cm = model.cmfnet.codes(col_images)
+    if cm is None:
+        raise ValueError("swap grids need a model with masks (method.use_masks=true)")
+    r, c = rc.shape[0], cm.shape[0]
+    content = rc[:, None].expand(r, c, *rc.shape[1:]).reshape(r * c, *rc.shape[1:])
+    masks = cm[None].expand(r, c, *cm.shape[1:]).reshape(r * c, *cm.shape[1:])
+    cond = model.condition_from_codes(content, masks)
+    shape = (r * c, *row_images.shape[1:])
+    out = to_uint8(model.decode(cond, shape, steps, noise=_shared_noise(model, row_images, seed)))
+    rows_img, cols_img = to_uint8(row_images), to_uint8(col_images)
+    rows = [[None, *cols_img]]
+    for i in range(r):
+        rows.append([rows_img[i], *out[i * c:(i + 1) * c]])
+    return tile(rows)
+
+
+@torch.no_grad()
+def concept_swap_figure(model: FDAE, images: Tensor, donors: Tensor, kind: str = "content",
+                        steps: int | None = None, seed: int = 0) -> np.ndarray:
+    """Row b: image b, donor b, then for each concept n the decode of image b with its
+    concept-n content (or mask) code replaced by the donor's: one column per concept."""
+    if kind not in ("content", "mask"):
+        raise ValueError("kind must be 'content' or 'mask'")
+    model.eval()
+    content, mask = model.cmfnet.codes(images)
+    d_content, d_mask = model.cmfnet.codes(donors)
+    if kind == "mask" and mask is None:
+        raise ValueError("mask swaps need a model with masks (method.use_masks=true)")
+    b, n = content.shape[:2]
+    new_c = content[:, None].repeat(1, n, 1, 1)  # (B, N concepts swapped, N, d)
+    new_m = mask[:, None].repeat(1, n, 1, 1) if mask is not None else None
+    for k in range(n):
+        if kind == "content":
+            new_c[:, k, k] = d_content[:, k]
+        else:
+            new_m[:, k, k] = d_mask[:, k]
+    flat_c = new_c.reshape(b * n, *content.shape[1:])
+    flat_m = new_m.reshape(b * n, *mask.shape[1:]) if new_m is not None else None
+    cond = model.condition_from_codes(flat_c, flat_m)
+    out = to_uint8(model.decode(cond, (b * n, *images.shape[1:]), steps,
+                                noise=_shared_noise(model, images, seed)))
+    src, don = to_uint8(images), to_uint8(donors)
+    return tile([[src[i], don[i], *out[i * n:(i + 1) * n]] for i in range(b)])
+
+
+@torch.no_grad()
+def training_figures(model: DiffusionAutoencoder, images: Tensor, steps: int = 12) -> dict[str, np.ndarray]:
+    """The figures logged during training (cheap: few images, few sampler steps)."""
+    figs = {"reconstructions": reconstruction_figure(model, images, steps)}
+    if isinstance(model, FDAE) and model.cfg.use_masks:
+        figs["masks"] = mask_figure(model, images)
+        half = max(1, images.shape[0] // 2)
+        figs["swap_grid"] = swap_grid(model, images[:half], images[half:half * 2] if images.shape[0] > 1 else images, steps)
+    return figs
