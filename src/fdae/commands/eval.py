@@ -1,0 +1,290 @@
+"""`fdae eval REPR`: disentanglement metrics of a representation on a dataset.
+
+REPR is one of
+  oracle    the true factor indices scaled to [0, 1] plus N(0, 0.01^2) noise (one code
+            per factor; it reads the sampled factors, not the images): the best case,
+            every metric near its maximum;
+  random    10 standard-normal codes independent of the image: the worst case;
+  RUN_DIR   a trained run directory or checkpoint file (loaded by `load_run_encoder`),
+            evaluated on its own dataset unless --dataset names another.
+
+The result JSON records the dataset (name and whether it is procedural), the protocol,
+every setting, the representation's groups, all scores and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Callable
+
+import numpy as np
+
+from fdae.errors import FdaeError
+
+REFERENCE_REPRESENTATIONS = ("oracle", "random")
+DEFAULT_DATASET = "shapes3d-synth"
+
+
+# ----------------------------------------------------------- reference representations
+class OracleEncoder:
+    """Codes = factor indices / (size - 1) + N(0, noise^2), one code per factor.
+
+    It is called with the sampled factors (`uses_factors`), so it measures what the
+    metrics give a perfectly disentangled representation. The noise comes from its own
+    generator: the dataset's random stream is untouched."""
+
+    uses_factors = True
+
+    def __init__(self, factor_sizes, noise: float = 0.01, seed: int = 0):
+        self.scale = np.maximum(np.asarray(factor_sizes, dtype=np.float64) - 1.0, 1.0)
+        self.noise = float(noise)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, images, factors=None):
+        if factors is None:
+            raise FdaeError("the oracle representation needs the true factors; call it through fdae.metrics.")
+        f = np.asarray(factors, dtype=np.float64) / self.scale
+        return (f + self.noise * self.rng.standard_normal(f.shape)).astype(np.float32)
+
+
+class RandomEncoder:
+    """`dim` standard-normal codes per image, independent of the image."""
+
+    def __init__(self, dim: int = 10, seed: int = 0):
+        self.dim = int(dim)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, images):
+        return self.rng.standard_normal((images.shape[0], self.dim)).astype(np.float32)
+
+
+# ------------------------------------------------------------------- trained runs
+def load_run_encoder(run_dir: str, device, dataset=None) -> tuple[Callable, list | None, str]:
+    """Hook for trained runs: (encode, groups, description) of the model in `run_dir`.
+
+    Loading is `fdae.train.checkpoint`'s job (`load_run(run_dir, device=..., dataset=...)`
+    returning the method in eval mode; the method has `encode(images) -> (n, d)` and
+    `groups`). The returned `encode` carries the run's dataset as `encode.dataset`, so a
+    run is evaluated on what it was trained on unless --dataset says otherwise."""
+    try:
+        checkpoint = importlib.import_module("fdae.train.checkpoint")
+    except ModuleNotFoundError as err:
+        if err.name in ("fdae.train.checkpoint", "fdae.train"):
+            raise FdaeError(
+                f"{run_dir!r} looks like a run directory, but evaluating a trained run needs "
+                "fdae.train.checkpoint, which this version of fdae does not have; "
+                "evaluate 'oracle' or 'random' instead."
+            ) from None
+        raise
+    if hasattr(checkpoint, "load_run"):
+        loaded = checkpoint.load_run(run_dir, device=device, dataset=dataset)
+        model, run_dataset = loaded.method, loaded.dataset
+        what = f"trained run {loaded.run_dir} (step {loaded.step}, {type(model).__name__}" + (
+            ", EMA weights)" if loaded.used_ema else ")")
+    elif hasattr(checkpoint, "load_model"):
+        model, run_dataset = checkpoint.load_model(run_dir, device=device), dataset
+        what = f"trained run {run_dir} ({type(model).__name__})"
+    else:
+        raise FdaeError(
+            "fdae.train.checkpoint has neither load_run nor load_model; trained-run evaluation is not wired yet."
+        )
+    if hasattr(model, "eval"):
+        model.eval()
+
+    def encode(images):
+        out = model.encode(images.to(device) if device is not None else images)
+        return getattr(out, "codes", out)
+
+    encode.dataset = run_dataset
+    groups = getattr(model, "groups", None)
+    if callable(groups):
+        groups = groups()
+    return encode, ([tuple(g) for g in groups] if groups is not None else None), what
+
+
+def resolve_representation(spec: str, dataset, device) -> tuple[Callable, list | None, str]:
+    """REPR string -> (encode, groups, description)."""
+    if spec == "oracle":
+        names = list(getattr(dataset, "factor_names", [f"factor{i}" for i in range(len(dataset.factor_sizes))]))
+        groups = [(n, 1) for n in names]
+        return OracleEncoder(dataset.factor_sizes), groups, (
+            "oracle: factor indices scaled to [0, 1] + N(0, 0.01^2) noise, one code per factor (reads the true factors)"
+        )
+    if spec == "random":
+        enc = RandomEncoder(10)
+        groups = [(f"random{i}", 2) for i in range(5)]
+        return enc, groups, "random: 10 standard-normal codes independent of the image (5 groups of 2)"
+    if os.path.exists(spec):
+        return load_run_encoder(spec, device, dataset)
+    raise FdaeError(
+        f"unknown representation {spec!r}: give 'oracle', 'random', or the directory of a trained run "
+        "(no such file or directory)."
+    )
+
+
+# ---------------------------------------------------------------------- datasets
+def load_dataset(name: str, data_root: str | None):
+    try:
+        data = importlib.import_module("fdae.data")
+        get_dataset = data.get_dataset
+    except (ModuleNotFoundError, AttributeError):
+        raise FdaeError("fdae.data.get_dataset is not available in this installation; datasets are needed to evaluate.") from None
+    return get_dataset(name, root=data_root)
+
+
+# ------------------------------------------------------------------------ output
+def format_table(result: dict) -> str:
+    from fdae.metrics.protocol import summary
+
+    rows = summary(result)
+    width = max([len(k) for k in rows] + [6])
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ------"]
+    for k, v in rows.items():
+        val = f"{v:d}" if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else f"{v:.4f}"
+        lines.append(f"{k.ljust(width)}  {val}")
+    return "\n".join(lines)
+
+
+def plot_importance(result: dict, path: str) -> None:
+    """DCI importance matrix (codes x factors) as a heatmap PNG."""
+    dci = result.get("metrics", {}).get("dci")
+    if dci is None:
+        raise FdaeError("--plot draws DCI's importance matrix: include dci in --metrics.")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = np.asarray(dci["importance_matrix"], dtype=np.float64)
+    factor_names = result["dataset"].get("factor_names") or [f"f{j}" for j in range(r.shape[1])]
+    code_labels = _code_labels(result, r.shape[0])
+    fig_h = max(2.5, 0.28 * r.shape[0] + 1.5)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * r.shape[1] + 2.5), fig_h))
+    im = ax.imshow(r, aspect="auto", cmap="viridis", vmin=0.0)
+    ax.set_xticks(range(r.shape[1]), factor_names, rotation=45, ha="right")
+    ax.set_yticks(range(r.shape[0]), code_labels)
+    ax.set_xlabel("factor")
+    ax.set_ylabel("code")
+    ax.set_title(f"DCI importance (D={dci['disentanglement']:.3f}, C={dci['completeness']:.3f}; {result['protocol']})",
+                 fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _code_labels(result: dict, n: int) -> list[str]:
+    groups = result.get("groups")
+    labels: list[str] = []
+    if groups:
+        if result["protocol"] == "paper":
+            dims = result["settings"].get("paper", {}).get("reduced_dims") or [s for _, s in groups]
+        else:
+            dims = [s for _, s in groups]
+        for (name, _), d in zip(groups, dims):
+            labels += [name] if d == 1 else [f"{name}[{i}]" for i in range(d)]
+    return labels if len(labels) == n else [f"z{i}" for i in range(n)]
+
+
+def write_json(result: dict, path: str) -> None:
+    from fdae.metrics.utils import to_builtin
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(to_builtin(result), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- command
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise FdaeError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FdaeError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
+    return dev
+
+
+def run(args: argparse.Namespace) -> int:
+    from fdae.metrics.protocol import evaluate
+
+    device = _device(args.device)
+    spec = args.representation
+    name = args.dataset or (DEFAULT_DATASET if spec in REFERENCE_REPRESENTATIONS or not os.path.exists(spec) else None)
+    dataset = load_dataset(name, args.data_root) if name else None  # None: the run's own dataset
+    encode, groups, description = resolve_representation(spec, dataset, device)
+    if dataset is None:
+        dataset = encode.dataset
+    quiet = getattr(args, "quiet", False)
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"[eval] {msg}", file=sys.stderr, flush=True))
+    say(f"{description}")
+    say(f"dataset {getattr(dataset, 'name', args.dataset)}, protocol {args.protocol}, seed {args.seed}")
+    result = evaluate(
+        dataset, encode, metrics=args.metrics, protocol=args.protocol, random_state=args.seed, groups=groups,
+        num_train=args.num_train, num_test=args.num_test, num_votes_train=args.votes_train,
+        num_votes_eval=args.votes_eval, vote_batch_size=args.vote_batch_size, device=device, n_jobs=args.jobs,
+        progress=say,
+        encode_batch_size=args.encode_batch_size,
+    )
+    result["representation"] = {"spec": args.representation, "description": description}
+    result["dataset"]["data_root"] = args.data_root
+    kind = result["dataset"].get("procedural")
+    kind_txt = "" if kind is None else (" (procedural)" if kind else " (real files)")
+    print(f"{args.representation} on {result['dataset']['name']}{kind_txt}, protocol {args.protocol}, seed {args.seed}")
+    print(format_table(result))
+    if args.out:
+        write_json(result, args.out)
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot_importance(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval",
+        help="disentanglement metrics of a representation (oracle, random, or a trained run)",
+        description=(
+            "Evaluate a representation with DCI, MIG, SAP, modularity/explicitness, FactorVAE and "
+            "BetaVAE scores, drawing samples exactly as disentanglement_lib does (--protocol dlib) "
+            "or with the FDAE paper's per-group PCA (--protocol paper: dci, factor_vae, mig)."
+        ),
+    )
+    p.add_argument("representation", metavar="REPR", help="oracle | random | RUN_DIR (a trained run)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name (default: a run's own dataset; shapes3d-synth, procedural, for oracle/random)")
+    p.add_argument("--data-root", default=None, help="folder with the real dataset files")
+    p.add_argument("--protocol", choices=("dlib", "paper"), default="dlib",
+                   help="dlib: the standard disentanglement_lib protocol; paper: FDAE's published protocol")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated subset of dci,mig,sap,modularity,factor_vae,beta_vae (default: all of the protocol)")
+    p.add_argument("--num-train", type=int, default=10000, help="training samples / votes (default 10000)")
+    p.add_argument("--num-test", type=int, default=5000, help="test samples / eval votes (default 5000)")
+    p.add_argument("--votes-train", type=int, default=None,
+                   help="FactorVAE/BetaVAE training votes and FactorVAE variance samples (default: --num-train)")
+    p.add_argument("--votes-eval", type=int, default=None, help="FactorVAE/BetaVAE eval votes (default: --num-test)")
+    p.add_argument("--vote-batch-size", type=int, default=64, help="images per FactorVAE/BetaVAE vote (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every metric's RandomState (default 0)")
+    p.add_argument("--device", default="auto", help="device of the encoder: cpu, cuda, cuda:N, auto (default)")
+    p.add_argument("--encode-batch-size", type=int, default=512, help="images per encoder call (default 512)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel classifier fits (default: all CPU cores)")
+    p.add_argument("--out", default=None, help="write the full result as JSON here")
+    p.add_argument("--plot", default=None, help="write DCI's importance matrix as a heatmap PNG here")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(func=run)
+    return p
