@@ -88,6 +88,10 @@ class TrainConfig:
     max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     time_limit_min: float | None = None  # stop (with a checkpoint) after this many minutes
+    grad_accum: int = 1  # micro-batches per rank and step (the batch is split into world*accum shards)
+    image_every: int | None = None  # input|reconstruction grids every N steps (None: 10 x log_every, 0: off)
+    image_steps: int = 20  # Heun steps for those grids
+    dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
 
 
 @dataclass
@@ -119,6 +123,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "unet.preset": ("tiny", "fast", "paper"),
     "optim.name": ("radam", "adamw", "adam"),
     "train.precision": ("auto", "fp32", "bf16"),
+    "train.dist_backend": ("auto", "nccl", "gloo"),
     "eval.protocol": ("paper", "dlib"),
 }
 
@@ -230,6 +235,32 @@ def validate(cfg: Config) -> Config:
     for key, value in positive.items():
         if not value > 0:
             raise FdaeError(f"config key '{key}' must be > 0, got {value!r}")
+    at_least = {
+        "train.log_every": (cfg.train.log_every, 1),
+        "train.keep_last": (cfg.train.keep_last, 1),
+        "train.max_bad_steps": (cfg.train.max_bad_steps, 1),
+        "train.grad_accum": (cfg.train.grad_accum, 1),
+        "train.image_steps": (cfg.train.image_steps, 1),
+        "train.ckpt_every": (cfg.train.ckpt_every, 0),
+        "train.eval_every": (cfg.train.eval_every, 0),
+        "optim.warmup_steps": (cfg.optim.warmup_steps, 0),
+        "optim.weight_decay": (cfg.optim.weight_decay, 0),
+    }
+    if cfg.train.image_every is not None:
+        at_least["train.image_every"] = (cfg.train.image_every, 0)
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise FdaeError(f"config key '{key}' must be >= {low}, got {value!r}")
+    for key, value in (("optim.grad_clip", cfg.optim.grad_clip), ("train.time_limit_min", cfg.train.time_limit_min)):
+        if value is not None and not value > 0:
+            raise FdaeError(f"config key '{key}' must be > 0 or null, got {value!r}")
+    if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
+        raise FdaeError(f"config key 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas!r}")
+    if cfg.train.batch_size % cfg.train.grad_accum:
+        raise FdaeError(
+            f"config key 'train.batch_size' ({cfg.train.batch_size}) must be divisible by "
+            f"'train.grad_accum' ({cfg.train.grad_accum})"
+        )
     if cfg.train.ema_decay is not None and not 0.0 < cfg.train.ema_decay < 1.0:
         raise FdaeError(f"config key 'train.ema_decay' must be in (0, 1) or null, got {cfg.train.ema_decay}")
     if not cfg.method.use_masks and cfg.method.num_concepts != 1:

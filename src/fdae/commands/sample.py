@@ -1,0 +1,53 @@
+"""`fdae sample RUN_DIR`: a grid of (input | reconstruction) pairs with Heun's sampler.
+
+    fdae sample runs/diffae-tiny-... --steps 40 --n 8 --out recon.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sample",
+        help="write a grid of input | reconstruction pairs of a trained run",
+        description="Encode dataset images with a trained run and decode them with the EDM Heun "
+                    "sampler; writes a PNG grid of (input | reconstruction) pairs.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or one of its checkpoint files)")
+    p.add_argument("--steps", type=int, default=40, help="Heun sampler steps (default 40)")
+    p.add_argument("--n", type=int, default=8, help="number of images (default 8)")
+    p.add_argument("--out", metavar="FILE.png", help="output (default RUN_DIR/samples/reconstructions_step_N.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the images and the sampler noise")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has an EMA")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from fdae.errors import FdaeError
+    from fdae.train.checkpoint import load_run
+    from fdae.train.distributed import resolve_device
+    from fdae.train.logging import pair_grid, save_png
+    from fdae.train.rng import make_generator
+
+    if args.steps < 1 or args.n < 1:
+        raise FdaeError("--steps and --n must be at least 1")
+    device = resolve_device(args.device)
+    loaded = load_run(args.run_dir, device=device, use_ema=not args.no_ema)
+    images, _ = loaded.dataset.sample_batch(args.n, make_generator(args.seed, 0, 5, device), device)
+    recon = loaded.method.reconstruct(images, steps=args.steps, generator=make_generator(args.seed, 1, 5, device))
+    out = Path(args.out) if args.out else loaded.run_dir / "samples" / f"reconstructions_step_{loaded.step:08d}.png"
+    if out.suffix.lower() != ".png":
+        raise FdaeError(f"--out must name a .png file, got {out}")
+    save_png(pair_grid(images, recon), out)
+    mse = torch.mean((recon.float() - images.float()) ** 2).item()
+    print(f"dataset {loaded.dataset.name}; {loaded.cfg.method.name} at step {loaded.step}"
+          f"{' (EMA weights)' if loaded.used_ema else ''}; {args.n} images, {args.steps} Heun steps; "
+          f"pixel MSE {mse:.4f}")
+    print(f"wrote {out} (each pair: input | reconstruction)")
+    return 0
