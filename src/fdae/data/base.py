@@ -157,6 +157,13 @@ class GroundTruthDataset(abc.ABC):
         factors = self.random_factors(batch_size, generator, device)
         return self.images(factors, device=factors.device), factors
 
+    def example_images(self, n: int, seed: int = 0, device: Any = None) -> torch.Tensor:
+        """n images in [-1, 1] for figures: factors drawn with RandomState(seed).
+
+        Image folders (`fdae.data.folder.ImageFolder`) have the same method, so figure
+        code needs no factors."""
+        return self.images(self.sample_factors(n, np.random.RandomState(seed)), device=device)
+
     # ----------------------------------------------------------------- text
     def describe(self) -> str:
         grid = ", ".join(f"{n} {s}" for n, s in zip(self.factor_names, self.factor_sizes))

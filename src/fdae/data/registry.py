@@ -81,18 +81,29 @@ def list_datasets() -> list[str]:
 def dataset_info(name: str) -> DatasetInfo:
     infos = _infos()
     if name not in infos:
-        raise FdaeError(f"unknown dataset '{name}'; choose one of: {', '.join(infos)} (see `fdae data list`).")
+        raise FdaeError(f"unknown dataset '{name}'; choose one of: {', '.join(infos)} (see `fdae data list`), "
+                        "or folder:PATH for a folder of your own images.")
     return infos[name]
 
 
-def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs) -> GroundTruthDataset:
+def get_dataset(name: str, root: str | os.PathLike | None = None, image_size: int | None = None, **kwargs):
     """The dataset called `name`; file datasets look under `root` (else $FDAE_DATA_ROOT).
 
-    kwargs go to the file readers (`path=` for an explicit file, `factor_sizes=` for
-    reduced test files).
+    `folder:PATH` is a folder of your own images (`fdae.data.folder.ImageFolder`, no
+    factors; `root` is not used), resized to `image_size` (default 64). The ground-truth
+    datasets are 64 px only. kwargs go to the file readers (`path=` for an explicit
+    file, `factor_sizes=` for reduced test files).
     """
+    if isinstance(name, str) and name.startswith("folder:"):
+        from fdae.data.folder import ImageFolder
+
+        return ImageFolder(name, image_size=image_size, **kwargs)
     dataset_info(name)  # clear error for unknown names
-    return _factories()[name](root, **kwargs)
+    dataset = _factories()[name](root, **kwargs)
+    if image_size is not None and int(image_size) != dataset.image_size:
+        raise FdaeError(f"{name} has {dataset.image_size}x{dataset.image_size} images; image size {image_size} "
+                        "is only available for image folders (data.name=folder:PATH). Leave data.image_size unset.")
+    return dataset
 
 
 def locate(name: str, root: str | os.PathLike | None = None) -> Path | None:
