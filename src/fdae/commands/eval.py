@@ -10,6 +10,11 @@ REPR is one of
 
 The result JSON records the dataset (name and whether it is procedural), the protocol,
 every setting, the representation's groups, all scores and timings.
+
+Image folders (data.name=folder:PATH) have no factors. `--probe linear` reads their
+labels.csv instead: a linear classifier per attribute on the PCA'd content codes, mean
+held-out accuracy (`fdae.metrics.probe`). The metrics run on a folder only when its
+labels form a full factor grid; otherwise the command says which labels it needs.
 """
 
 from __future__ import annotations
@@ -127,13 +132,33 @@ def resolve_representation(spec: str, dataset, device) -> tuple[Callable, list |
 
 
 # ---------------------------------------------------------------------- datasets
-def load_dataset(name: str, data_root: str | None):
+def load_dataset(name: str, data_root: str | None, run_spec: str | None = None):
+    """The dataset `name`; an image folder is read at the resolution of the run `run_spec`."""
     try:
         data = importlib.import_module("fdae.data")
         get_dataset = data.get_dataset
     except (ModuleNotFoundError, AttributeError):
         raise FdaeError("fdae.data.get_dataset is not available in this installation; datasets are needed to evaluate.") from None
+    if name.startswith("folder:"):
+        return get_dataset(name, root=data_root, image_size=_run_image_size(run_spec))
     return get_dataset(name, root=data_root)
+
+
+def _run_image_size(run_spec: str | None) -> int | None:
+    if run_spec is None or run_spec in REFERENCE_REPRESENTATIONS or not os.path.exists(run_spec):
+        return None
+    from fdae.train.checkpoint import resolve_checkpoint, run_config
+
+    run_dir, _ = resolve_checkpoint(run_spec)
+    return getattr(run_config(run_dir).data, "image_size", None)
+
+
+def with_factors(dataset):
+    """A dataset the metrics can sample: itself, a labelled folder's factor grid, or one
+    FdaeError saying which labels a folder needs (and that --probe linear exists)."""
+    from fdae.data.folder import as_ground_truth
+
+    return as_ground_truth(dataset)
 
 
 # ------------------------------------------------------------------------ output
@@ -222,13 +247,18 @@ def _device(name: str):
 def run(args: argparse.Namespace) -> int:
     from fdae.metrics.protocol import evaluate
 
+    if getattr(args, "probe", None):
+        return run_probe(args)
     device = _device(args.device)
     spec = args.representation
     name = args.dataset or (DEFAULT_DATASET if spec in REFERENCE_REPRESENTATIONS or not os.path.exists(spec) else None)
-    dataset = load_dataset(name, args.data_root) if name else None  # None: the run's own dataset
+    dataset = load_dataset(name, args.data_root, spec) if name else None  # None: the run's own dataset
+    if dataset is not None and spec in REFERENCE_REPRESENTATIONS:
+        dataset = with_factors(dataset)
     encode, groups, description = resolve_representation(spec, dataset, device)
     if dataset is None:
         dataset = encode.dataset
+    dataset = with_factors(dataset)
     quiet = getattr(args, "quiet", False)
     say = (lambda msg: None) if quiet else (lambda msg: print(f"[eval] {msg}", file=sys.stderr, flush=True))
     say(f"{description}")
@@ -252,6 +282,64 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_importance(result, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def format_probe(result: dict) -> str:
+    rows = result["attributes"]
+    width = max([len(k) for k in rows] + [9])
+    lines = [f"{'attribute'.ljust(width)}  classes  accuracy  majority", f"{'-' * width}  -------  --------  --------"]
+    for name, r in rows.items():
+        if "skipped" in r:
+            lines.append(f"{name.ljust(width)}  {r['num_classes']:>7d}  skipped: {r['skipped']}")
+        else:
+            lines.append(f"{name.ljust(width)}  {r['num_classes']:>7d}  {r['accuracy']:8.4f}  {r['majority_baseline']:8.4f}")
+    lines.append(f"{'mean'.ljust(width)}  {'':7s}  {result['mean_accuracy']:8.4f}")
+    return "\n".join(lines)
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    """`fdae eval REPR --probe linear`: linear probe of labels.csv attributes (image folders)."""
+    from fdae.data.folder import ImageFolder
+    from fdae.metrics.probe import probe_folder
+
+    if args.probe != "linear":
+        raise FdaeError(f"unknown probe {args.probe!r}; the one probe is 'linear'.")
+    if args.plot:
+        raise FdaeError("--plot draws DCI's importance matrix, which the linear probe does not compute; drop --plot.")
+    spec = args.representation
+    if spec == "oracle":
+        raise FdaeError("the oracle reads ground-truth factors, not images, so there is nothing to probe; "
+                        "probe a trained run (RUN_DIR) or 'random'.")
+    device = _device(args.device)
+    if args.dataset is None and spec in REFERENCE_REPRESENTATIONS:
+        raise FdaeError(f"--probe linear with {spec!r} needs --dataset folder:PATH (a labelled image folder).")
+    dataset = load_dataset(args.dataset, args.data_root, spec) if args.dataset else None
+    encode, groups, description = resolve_representation(spec, dataset, device)
+    if dataset is None:
+        dataset = encode.dataset
+    if not isinstance(dataset, ImageFolder):
+        raise FdaeError(
+            f"--probe linear reads the labels.csv of an image folder, and {getattr(dataset, 'name', dataset)} is a "
+            "ground-truth dataset: evaluate it without --probe (the metrics use its factors), or pass "
+            "--dataset folder:PATH.")
+    quiet = getattr(args, "quiet", False)
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"[eval] {msg}", file=sys.stderr, flush=True))
+    say(description)
+    say(f"linear probe on {dataset.describe()}")
+    result = probe_folder(dataset, encode, groups, device=device, batch_size=args.encode_batch_size,
+                          pca_dims=args.pca_dims, test_fraction=args.test_fraction, random_state=args.seed)
+    result["representation"] = {"spec": spec, "description": description}
+    d = result["dataset"]
+    used = result["groups_used"]
+    used_txt = f"{used[0]}..{used[-1]}" if len(used) > 2 else ", ".join(used)
+    print(f"{spec} on {d['name']} ({d['num_labelled']} of {d['num_images']} images labelled), linear probe, seed {args.seed}")
+    print(f"codes: {used_txt} ({result['code_dims_used']} dims) -> PCA {result['pca_dims']} dims; "
+          f"{result['num_train']} training / {result['num_test']} held-out images")
+    print(format_probe(result))
+    if args.out:
+        write_json(result, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -285,6 +373,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="parallel classifier fits (default: all CPU cores)")
     p.add_argument("--out", default=None, help="write the full result as JSON here")
     p.add_argument("--plot", default=None, help="write DCI's importance matrix as a heatmap PNG here")
+    p.add_argument("--probe", choices=("linear",), default=None,
+                   help="linear: probe the labels.csv attributes of an image folder with a linear classifier on "
+                        "the PCA'd content codes (mean held-out accuracy) instead of the metrics")
+    p.add_argument("--pca-dims", type=int, default=36, help="--probe: PCA dimensions of the content codes (default 36)")
+    p.add_argument("--test-fraction", type=float, default=0.25,
+                   help="--probe: fraction of the labelled images held out (default 0.25)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run)
     return p
