@@ -61,14 +61,20 @@ class TrainResult:
 
 
 class _LossModule(nn.Module):
-    """`forward = method.loss`, so DDP can wrap it (DDP hooks into forward/backward)."""
+    """`forward = method.loss`, so DDP can wrap it (DDP hooks into forward/backward).
 
-    def __init__(self, method: nn.Module):
+    The noise is drawn eagerly from the shard's generator (`method.draw_noise`); the rest
+    (`method.loss_given_noise` under autocast) is `loss_fn`, compiled when
+    `train.compile` (see `fdae.train.fast_step.make_loss_fn`)."""
+
+    def __init__(self, method: nn.Module, loss_fn: Any):
         super().__init__()
         self.method = method
+        self.loss_fn = loss_fn
 
     def forward(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        return self.method.loss(images, generator=generator)
+        sigma, noise = self.method.draw_noise(images, generator)
+        return self.loss_fn(images, sigma, noise)
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
@@ -135,17 +141,16 @@ class _Trainer:
 
         if start_ckpt is not None:
             self._load(start_ckpt)
-        if t.compile:
-            for child in self.method.children():
-                child.compile()
-        self.model: nn.Module = _LossModule(self.method)
+        from fdae.train.fast_step import make_loss_fn
+
+        use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
+        self.precision = "bf16" if use_bf16 else "fp32"
+        loss_fn = make_loss_fn(self.method, self.precision, compile=t.compile)
+        self.model: nn.Module = _LossModule(self.method, loss_fn)
         if info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 \
-            else contextlib.nullcontext
         self.logger = RunLogger(run_dir, enabled=info.is_main, tensorboard=tensorboard)
         if info.is_main and start_ckpt is not None:
             for name in ("metrics.jsonl", "eval.jsonl"):
@@ -263,8 +268,7 @@ class _Trainer:
             images, _ = self.dataset.sample_batch(self.shard_size, self.data_gens[j], self.device)
             no_sync = self.model.no_sync() if (self.info.enabled and j < n - 1) else contextlib.nullcontext()
             with no_sync:
-                with self.autocast():
-                    terms = self.model(images, self.noise_gens[j])
+                terms = self.model(images, self.noise_gens[j])  # autocast inside (fp32 loss)
                 (terms["loss"] / n).backward()
             for k, v in terms.items():
                 v = v.detach().float() / n
@@ -350,7 +354,8 @@ class _Trainer:
             n_params = sum(p.numel() for p in self.params)
             self.say(f"run {self.run_dir}: {cfg.method.name} on {self.dataset.name}, {n_params / 1e6:.2f} M "
                      f"parameters, {self.device}, world size {self.info.world_size}, "
-                     f"{'fused ' if self.fused else ''}{cfg.optim.name}, step {self.step}/{t.steps}")
+                     f"{'fused ' if self.fused else ''}{cfg.optim.name}, {self.precision}"
+                     f"{', compiled' if t.compile else ''}, step {self.step}/{t.steps}")
             if self.logger.tensorboard_error and t.log_every:
                 self.say("TensorBoard logging off (pip install tensorboard to enable); "
                          "image grids go to RUN_DIR/images/")
