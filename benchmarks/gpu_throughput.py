@@ -197,6 +197,8 @@ def profile(step, data, gen, path: str, steps: int = 3) -> dict:
             t = getattr(e, "self_cuda_time_total", 0.0)
         if t <= 0 or e.device_type != torch.autograd.DeviceType.CUDA:
             continue
+        if "#" in e.key or e.key.startswith(("Optimizer.", "ProfilerStep", "Torch-Compiled", "CompiledFunction")):
+            continue  # GPU-time annotations of a region: its kernels are counted on their own
         cats[kernel_category(e.key)] = cats.get(kernel_category(e.key), 0.0) + t
         total += t
     share = {k: round(v / total, 4) for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}

@@ -67,6 +67,17 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+def upsample_nearest2x(x: Tensor) -> Tensor:
+    """`F.interpolate(x, scale_factor=2, mode="nearest")`, exactly, written as a broadcast.
+
+    Its backward is a 2x2 sum (a reduction) where torch.compile lowers the interpolate's
+    backward to an index_put with atomic adds (seen at 1.3 ms a step in the paper preset's
+    profile, issue 6).
+    """
+    b, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
@@ -93,7 +104,7 @@ class ResBlock(nn.Module):
 
     def _resample(self, x: Tensor) -> Tensor:
         if self.up:
-            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+            return upsample_nearest2x(x)
         if self.down:
             return F.avg_pool2d(x, 2)
         return x
@@ -239,7 +250,7 @@ class _Upsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: Tensor, emb: Tensor | None = None, z: Tensor | None = None) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample_nearest2x(x))
 
 
 def count_parameters(module: nn.Module) -> int:
