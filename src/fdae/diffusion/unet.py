@@ -208,12 +208,13 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, noise_labels: Tensor, cond_map: Tensor | None = None,
                 latent: Tensor | None = None) -> Tensor:
         """x: c_in-scaled noisy image; noise_labels: c_noise per sample."""
-        emb = self.time_embed(timestep_embedding(noise_labels * self.spec.time_scale, self.spec.channels).to(x.dtype))
+        # Each ResBlock projects SiLU(emb) (ADM's emb_layers = SiLU, Linear): applied once here.
+        emb = F.silu(self.time_embed(timestep_embedding(noise_labels * self.spec.time_scale, self.spec.channels).to(x.dtype)))
         z = None
         if self.latent_embed is not None:
             if latent is None:
                 raise ValueError("this U-Net was built with latent_dim > 0 and needs a latent")
-            z = self.latent_embed(latent.to(emb.dtype))
+            z = F.silu(self.latent_embed(latent.to(emb.dtype)))
         if self.conv_cond is not None:
             h = self.conv_cond(x)
             if cond_map is not None:
