@@ -75,7 +75,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if out.parent and not out.parent.exists():
         raise FdaeError(f"output folder '{out.parent}' does not exist; create it first.")
     preview_image(ds, columns=args.columns, seed=args.seed).save(out)
-    print(f"wrote {out}: traversal grid of {ds.describe()}")
+    what = "traversal grid" if getattr(ds, "factor_sizes", None) is not None else "example images"
+    print(f"wrote {out}: {what} of {ds.describe()}")
     return 0
 
 

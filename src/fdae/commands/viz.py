@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fdae.errors import FdaeError
@@ -32,13 +31,13 @@ def pick_device(name: str) -> torch.device:
 
 def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = None, seed: int = 0,
                   device: torch.device | str = "cpu") -> dict[str, Path]:
-    """Every figure for `model` on images of `dataset` drawn with RandomState(seed)."""
+    """Every figure for `model` on 2n images of `dataset` drawn with RandomState(seed)
+    (`dataset.example_images`: factors for ground-truth datasets, rows for image folders)."""
     from fdae.methods.fdae import FDAE
     from fdae.viz.figures import concept_swap_figure, mask_figure, reconstruction_figure, swap_grid
     from fdae.viz.grids import save_png
 
-    rs = np.random.RandomState(seed)
-    images = dataset.images(dataset.sample_factors(2 * n, rs), device=device)
+    images = dataset.example_images(2 * n, seed, device)
     first, second = images[:n], images[n:]
     written = {"reconstructions": save_png(reconstruction_figure(model, first, steps, seed), out / "reconstructions.png", 2)}
     if isinstance(model, FDAE) and model.cfg.use_masks:

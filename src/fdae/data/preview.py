@@ -26,8 +26,22 @@ def traversal_factors(ds: GroundTruthDataset, columns: int, seed: int) -> list[n
     return rows
 
 
+def folder_preview_image(ds, columns: int = 10, seed: int = 0, rows: int = 4) -> Image.Image:
+    """An image folder (no factors): `rows` x `columns` of its images drawn with `seed`."""
+    size = ds.image_size
+    picks = np.random.RandomState(seed).choice(len(ds), size=rows * columns, replace=rows * columns > len(ds))
+    imgs = ds.images_uint8(picks).permute(0, 2, 3, 1).numpy()
+    canvas = Image.new("RGB", (columns * (size + GAP), TITLE_H + rows * (size + GAP)), (255, 255, 255))
+    ImageDraw.Draw(canvas).text((4, 3), f"{ds.name} ({len(ds):,} images, {size}px)", fill=(0, 0, 0))
+    for k, img in enumerate(imgs):
+        canvas.paste(Image.fromarray(img), ((k % columns) * (size + GAP), TITLE_H + (k // columns) * (size + GAP)))
+    return canvas
+
+
 def preview_image(ds: GroundTruthDataset, columns: int = 10, seed: int = 0) -> Image.Image:
-    """The traversal grid of `ds` as an RGB PIL image."""
+    """The traversal grid of `ds` as an RGB PIL image (a grid of examples for image folders)."""
+    if getattr(ds, "factor_sizes", None) is None:
+        return folder_preview_image(ds, columns, seed)
     rows = traversal_factors(ds, columns, seed)
     width = LABEL_W + max(len(r) for r in rows) * (64 + GAP)
     height = TITLE_H + len(rows) * (64 + GAP)

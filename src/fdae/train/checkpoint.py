@@ -215,7 +215,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", use_ema: b
     data = load_checkpoint(ckpt, map_location="cpu")
     cfg = config_from_dict(data["config"])
     if dataset is None:
-        dataset = get_dataset(cfg.data.name, root=cfg.data.root)
+        dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
     method = build_method(cfg, dataset.num_channels, dataset.image_size)
     load_state_into(method, data["model"], ckpt)
     used_ema = False

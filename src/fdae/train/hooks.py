@@ -18,19 +18,31 @@ from fdae.train.logging import RunLogger, pair_grid
 from fdae.train.rng import make_generator
 
 PREVIEW = 3  # rng stream of the preview batch and its sampler noise
+_NO_FACTORS_SAID: set[str] = set()  # datasets whose skipped evaluation was reported
 
 
 def evaluate_now(method: torch.nn.Module, dataset: Any, cfg: Config, device: torch.device,
                  say: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """Run `fdae.metrics.evaluate` on the method's encoder with the sizes of `cfg.eval`.
 
-    Returns the metrics' result dict, or None when `fdae.metrics` is not available."""
+    Returns the metrics' result dict, or None when `fdae.metrics` is not available or the
+    dataset has no ground-truth factors (an image folder without a full label grid)."""
     try:
         from fdae.metrics import evaluate
     except ImportError as err:
         if say:
             say(f"periodic evaluation skipped: fdae.metrics unavailable ({err})")
         return None
+    if getattr(dataset, "factor_sizes", None) is None:  # an image folder
+        from fdae.data.folder import as_ground_truth, has_factors
+
+        if not has_factors(dataset):
+            if say and dataset.name not in _NO_FACTORS_SAID:
+                _NO_FACTORS_SAID.add(dataset.name)
+                say(f"periodic evaluation skipped: {dataset.name} has no ground-truth factors (no labels.csv "
+                    f"with a full grid of values); probe labels after training with `fdae eval RUN_DIR --probe linear`")
+            return None
+        dataset = as_ground_truth(dataset)
     wanted = {
         "metrics": list(cfg.eval.metrics),
         "protocol": cfg.eval.protocol,
@@ -38,6 +50,8 @@ def evaluate_now(method: torch.nn.Module, dataset: Any, cfg: Config, device: tor
         "groups": list(getattr(method, "groups", None) or []) or None,
         "num_train": cfg.eval.num_train,
         "num_test": cfg.eval.num_test,
+        "num_votes_train": cfg.eval.num_votes_train,
+        "num_votes_eval": cfg.eval.num_votes_eval,
         "vote_batch_size": cfg.eval.batch_size,
         "device": device,
     }

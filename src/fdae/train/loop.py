@@ -118,7 +118,7 @@ class _Trainer:
         from fdae.data import get_dataset
         from fdae.methods import build_method
 
-        self.dataset = get_dataset(cfg.data.name, root=cfg.data.root)
+        self.dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
         torch.manual_seed(derive_seed(cfg.seed, 0, INIT))
         self.method = build_method(cfg, self.dataset.num_channels, self.dataset.image_size).to(self.device)
         self.method.train()
