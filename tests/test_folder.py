@@ -290,3 +290,12 @@ def test_data_preview_of_a_folder_shows_examples(images, cache, tmp_path, capsys
     assert "example images of folder:" in capsys.readouterr().out
     with Image.open(out) as im:
         assert im.width == 5 * 66
+
+
+def test_evaluate_on_a_folder_without_a_grid_says_what_labels_it_needs(tmp_path, cache):
+    from fdae.metrics import evaluate
+
+    make_folder(tmp_path / "plain", n=10, corrupt=0, labels=False)
+    ds = get_dataset(f"folder:{tmp_path / 'plain'}")
+    with pytest.raises(FdaeError, match="has no labels"):
+        evaluate(ds, lambda x: x.flatten(1)[:, :4], metrics="mig", num_train=20, num_test=10)

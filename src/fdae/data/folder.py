@@ -455,15 +455,15 @@ class ImageFolder:
             self._on_device[key] = torch.from_numpy(np.ascontiguousarray(self._array)).to(device)
         return self._on_device[key]
 
-    def images_uint8(self, indices: Any, device: Any = None) -> torch.Tensor:
+    def images_uint8(self, indices: Any, device: Any = None, _checked: bool = False) -> torch.Tensor:
         """(n, 3, S, S) uint8 images of rows `indices` on `device`."""
         if device is None and isinstance(indices, torch.Tensor):
             device = indices.device
         device = torch.device(device) if device is not None else torch.device("cpu")
         on_device = self._device_copy(device)
-        if on_device is not None:
+        if on_device is not None:  # gather on the accelerator (no host round trip when in range by construction)
             idx_t = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).to(device)
-            if idx_t.numel() and (int(idx_t.min()) < 0 or int(idx_t.max()) >= len(self)):
+            if not _checked and idx_t.numel() and (int(idx_t.min()) < 0 or int(idx_t.max()) >= len(self)):
                 raise FdaeError(f"{self.name}: image index out of range [0, {len(self)}).")
             return on_device.index_select(0, idx_t)
         idx = self._indices(indices)
@@ -481,7 +481,7 @@ class ImageFolder:
         """A uniform random batch (images in [-1, 1], int64 row indices) on `device`."""
         device = torch.device(device) if device is not None else generator.device
         idx = torch.randint(len(self), (batch_size,), generator=generator, device=generator.device).to(device)
-        return self.images_at(idx, device), idx
+        return uint8_to_signed(self.images_uint8(idx, device, _checked=True)), idx
 
     def example_images(self, n: int, seed: int = 0, device: Any = None) -> torch.Tensor:
         """n images for figures, rows drawn with RandomState(seed) (distinct when possible)."""

@@ -227,6 +227,10 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
     made JSON-ready with `fdae.metrics.utils.to_builtin`."""
     if protocol not in PROTOCOLS:
         raise FdaeError(f"unknown protocol {protocol!r}; choose 'dlib' (standard) or 'paper' (FDAE's published numbers).")
+    if getattr(dataset, "factor_sizes", None) is None:  # an image folder: its label grid, or a clear error
+        from fdae.data.folder import as_ground_truth
+
+        dataset = as_ground_truth(dataset)
     if isinstance(random_state, np.random.RandomState) or not isinstance(random_state, (int, np.integer)):
         raise FdaeError("evaluate() takes an int seed as random_state (each metric starts from RandomState(seed)).")
     seed = int(random_state)
