@@ -143,3 +143,24 @@ def test_diffae_representation():
     assert model.encode(x).shape == (2, 32)
     assert model.groups == [("latent", 32)]
     assert model.reconstruct(x, steps=3).shape == x.shape
+
+
+def test_ablation_rows_build_the_paper_rows():
+    from fdae.errors import FdaeError
+    from fdae.methods.ablations import ABLATIONS, ablation_overrides
+
+    assert set(ABLATIONS) == {"eg", "cmfnet", "cmfnet+cd", "cmfnet+me", "full"}
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    expected_terms = {
+        "eg": {"loss", "diffusion"},
+        "cmfnet": {"loss", "diffusion"},
+        "cmfnet+cd": {"loss", "diffusion", "content_decorrelation"},
+        "cmfnet+me": {"loss", "diffusion", "mask_entropy"},
+        "full": {"loss", "diffusion", "content_decorrelation", "mask_entropy"},
+    }
+    for row, terms in expected_terms.items():
+        model = tiny(ablation_overrides(row))
+        assert set(model.loss(x)) == terms, row
+        assert hasattr(model.cmfnet, "mask_decoder") == (row != "eg")
+    with pytest.raises(FdaeError, match="unknown ablation"):
+        ablation_overrides("nope")

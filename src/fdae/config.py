@@ -279,11 +279,26 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def resolve_preset(path: str | Path) -> Path:
+    """A YAML path as given, or a bare preset name (`shapes3d-tiny`) looked up in configs/."""
+    p = Path(path)
+    if p.is_file() or p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p
+    for folder in (Path("configs"), PRESET_DIR):
+        candidate = folder / f"{p.name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return p
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML file <- `key=value` overrides, then validated."""
     cfg = Config()
     if path is not None:
-        p = Path(path)
+        p = resolve_preset(path)
         if not p.is_file():
             raise FdaeError(f"config file not found: {p} (presets live in configs/, e.g. configs/shapes3d-tiny.yaml)")
         try:

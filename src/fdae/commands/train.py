@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML preset, e.g. configs/diffae-tiny.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. train.steps=1000 optim.lr=2e-4")
+    p.add_argument("--ablation", metavar="ROW", default=None,
+                   help="a row of FDAE's ablation table: eg, cmfnet, cmfnet+cd, cmfnet+me, full")
     p.add_argument("--run-dir", metavar="DIR", help="where the run goes (default runs/NAME-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the newest checkpoint of RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -37,12 +39,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fdae.config import load_config
     from fdae.errors import FdaeError
+    from fdae.methods.ablations import ablation_overrides
     from fdae.train.checkpoint import run_config
     from fdae.train.loop import train
 
     if args.resume:
-        if args.config:
-            raise FdaeError("give either --config (a new run) or --resume RUN_DIR (the run's own config), not both")
+        if args.config or args.ablation:
+            raise FdaeError("give either --config [--ablation] (a new run) or --resume RUN_DIR (the run's own config), not both")
         if args.run_dir and args.run_dir != args.resume:
             raise FdaeError("--resume RUN_DIR continues in RUN_DIR; drop --run-dir")
         cfg = run_config(args.resume, args.overrides)
@@ -50,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.config:
             raise FdaeError("fdae train needs --config FILE (e.g. configs/diffae-tiny.yaml) or --resume RUN_DIR")
-        cfg = load_config(args.config, args.overrides)
+        rows = ablation_overrides(args.ablation) if args.ablation else []
+        cfg = load_config(args.config, [*rows, *args.overrides])
+        if args.ablation:
+            cfg.name = f"{cfg.name}-{args.ablation}"
         run_dir, resume = args.run_dir, False
     result = train(cfg, run_dir, resume=resume, progress=not args.no_progress)
     import os

@@ -50,11 +50,16 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from fdae.train.checkpoint import load_run
+    from fdae.data import get_dataset
+    from fdae.train.checkpoint import load_run, resolve_checkpoint, run_config
 
     device = pick_device(args.device)
-    run_dir = Path(args.run_dir)
-    loaded = load_run(run_dir, device=device, use_ema=not args.no_ema, data_root=args.data_root)
+    run_dir, _ = resolve_checkpoint(args.run_dir)
+    dataset = None
+    if args.data_root:
+        cfg = run_config(run_dir)
+        dataset = get_dataset(cfg.data.name, root=args.data_root)
+    loaded = load_run(args.run_dir, device=device, use_ema=not args.no_ema, dataset=dataset)
     if args.n < 1:
         raise FdaeError("--n must be at least 1")
     out = Path(args.out) if args.out else run_dir / "figures"
