@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from fdae.config import load_config  # noqa: E402
 from fdae.methods import build_method  # noqa: E402
 from fdae.train.fast_step import make_train_step  # noqa: E402
+from fdae.train.flops import training_flops_per_image  # noqa: E402
 
 OFFICIAL_GFLOP_PER_IMAGE = 707.5  # forward + backward, U-Net + CMFNet (official code, legacy attention)
 
@@ -58,16 +59,8 @@ def measured_bf16_peak(n: int = 8192, reps: int = 20) -> float:
 
 
 def flops_per_image(overrides: list[str]) -> float:
-    """Forward + backward FLOPs of one training step, per image (meta tensors: no compute)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    cfg = load_config(None, overrides)
-    with torch.device("meta"):
-        model = build_method(cfg)
-    x = torch.zeros(2, 3, 64, 64, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        model.loss(x)["loss"].backward()
-    return counter.get_total_flops() / 2
+    """Forward + backward FLOPs of one training step, per image."""
+    return training_flops_per_image(load_config(None, overrides))
 
 
 class Batches:
