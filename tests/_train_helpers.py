@@ -31,10 +31,3 @@ def params_of(path: Path) -> dict[str, torch.Tensor]:
     return data["model"]
 
 
-def share_cores() -> None:
-    """Under pytest-xdist the workers share the cores: one intra-op thread each avoids
-    oversubscription (which makes these tests several times slower)."""
-    import os
-
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)

@@ -17,9 +17,8 @@ from fdae.train.guard import NonFiniteGuard
 from fdae.train.optim import build_optimizer, lr_at
 from fdae.train.rng import global_state, make_generator, set_global_state
 
-from _train_helpers import tiny_cfg, share_cores
+from _train_helpers import tiny_cfg
 
-share_cores()
 
 
 def _payload(step=1):

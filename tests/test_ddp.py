@@ -12,9 +12,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from _train_helpers import params_of, tiny_cfg, share_cores
+from _train_helpers import params_of, tiny_cfg
 
-share_cores()
 
 STEPS = 3
 

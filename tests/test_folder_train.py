@@ -8,7 +8,7 @@ import json
 import pytest
 
 from _folder_images import make_folder
-from _train_helpers import FDAE_SMALL, FDAE_TINY, DIFFAE_TINY, share_cores
+from _train_helpers import FDAE_SMALL, FDAE_TINY, DIFFAE_TINY
 from fdae.cli import main
 from fdae.train.logging import read_jsonl
 
@@ -18,7 +18,6 @@ FAST = ["train.device=cpu", "train.batch_size=4", "train.log_every=2", "train.ck
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    share_cores()
     root = tmp_path_factory.mktemp("train") / "scenes"
     make_folder(root, n=200, seed=2)
     return root

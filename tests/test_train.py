@@ -14,9 +14,8 @@ from fdae.train.checkpoint import list_checkpoints, load_run
 from fdae.train.logging import read_jsonl
 from fdae.train.loop import TrainingDiverged, train
 
-from _train_helpers import FDAE_TINY, params_of, tiny_cfg, share_cores
+from _train_helpers import FDAE_TINY, params_of, tiny_cfg
 
-share_cores()
 
 
 def _window_means(run_dir, k):

@@ -90,9 +90,13 @@ class DiffusionAutoencoder(nn.Module):
         was = self.training
         self.eval()
         try:
-            return self.condition(images)["codes"].float()
+            return self.representation(images).float()
         finally:
             self.train(was)
+
+    def representation(self, images: Tensor) -> Tensor:
+        """The codes alone; methods override it to skip work the codes do not need."""
+        return self.condition(images)["codes"]
 
     @torch.no_grad()
     def decode(self, cond: dict[str, Any], shape: tuple[int, ...], steps: int | None = None,

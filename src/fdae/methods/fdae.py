@@ -65,6 +65,14 @@ class CMFNet(nn.Module):
         return torch.einsum("bna,bnhw->bahw", adjusted, masks.to(adjusted.dtype))
 
 
+def _flatten_codes(content: Tensor, mask_codes: Tensor | None) -> Tensor:
+    """The representation: N content codes then N mask codes, as one (B, d) vector."""
+    parts = [content.reshape(content.shape[0], -1)]
+    if mask_codes is not None:
+        parts.append(mask_codes.reshape(mask_codes.shape[0], -1))
+    return torch.cat(parts, dim=1)
+
+
 class FDAE(DiffusionAutoencoder):
     def __init__(self, cfg: MethodConfig, unet_spec: UNetSpec, edm_cfg: EDMConfig,
                  in_channels: int = 3, image_size: int = 64):
@@ -85,16 +93,17 @@ class FDAE(DiffusionAutoencoder):
         """Everything downstream of the codes, so figures can swap codes between images."""
         masks = self.cmfnet.masks(mask_codes, content.shape[0], content.device)
         cmap = self.cmfnet.condition_map(content, masks)
-        parts = [content.reshape(content.shape[0], -1)]
-        if mask_codes is not None:
-            parts.append(mask_codes.reshape(mask_codes.shape[0], -1))
         return {
             "unet": {"cond_map": cmap},
-            "codes": torch.cat(parts, dim=1),
+            "codes": _flatten_codes(content, mask_codes),
             "content": content,
             "mask_codes": mask_codes,
             "masks": masks,
         }
+
+    def representation(self, images: Tensor) -> Tensor:
+        """Content codes then mask codes, without decoding masks (evaluation speed)."""
+        return _flatten_codes(*self.cmfnet.codes(images))
 
     def condition(self, images: Tensor) -> dict[str, Any]:
         content, mask_codes = self.cmfnet.codes(images)
