@@ -202,3 +202,30 @@ def _cfg_file(tmp_path):
 def test_bad_batch_split_is_a_user_error(tmp_path):
     with pytest.raises(FdaeError, match="grad_accum"):
         tiny_cfg("train.batch_size=5", "train.grad_accum=2")
+
+
+def test_skipped_step_leaves_no_nan_in_batchnorm_statistics(tmp_path, monkeypatch):
+    # From the third batch on the data is NaN: those steps are skipped, and the encoder's
+    # BatchNorm running statistics (written by the forward pass) must be restored too.
+    from fdae.data.dsprites_synth import DSpritesSynth
+
+    original = DSpritesSynth.sample_batch
+    calls = {"n": 0}
+
+    def poisoned(self, batch_size, generator, device=None):
+        images, factors = original(self, batch_size, generator, device)
+        calls["n"] += 1
+        return (images * float("nan") if calls["n"] > 2 else images), factors
+
+    monkeypatch.setattr(DSpritesSynth, "sample_batch", poisoned)
+    cfg = _resume_cfg("train.max_bad_steps=2", "train.steps=10")
+    with pytest.raises(TrainingDiverged):
+        train(cfg, tmp_path / "run", progress=False)
+    data = torch.load(list_checkpoints(tmp_path / "run")[-1][1], weights_only=True)
+    stats = {k: v for k, v in data["model"].items() if "running_" in k}
+    assert stats, "the encoder has BatchNorm running statistics"
+    assert all(torch.isfinite(v).all() for v in stats.values())
+    monkeypatch.setattr(DSpritesSynth, "sample_batch", original)
+    loaded = load_run(tmp_path / "run", use_ema=False)
+    images = loaded.dataset.images(np.zeros((2, loaded.dataset.num_factors), dtype=np.int64))
+    assert torch.isfinite(loaded.method.encode(images)).all()

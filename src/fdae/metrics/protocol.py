@@ -136,7 +136,7 @@ def paper_dims_per_group(n_groups: int, total: int = 36) -> int:
 
 
 def kmeans_discretize(groups_codes: Sequence[np.ndarray], num_clusters: int = 20, random_state: int = 0,
-                      num_bins: int = 20, n_init="auto") -> np.ndarray:
+                      num_bins: int = 20, n_init=10) -> np.ndarray:
     """One discrete code per group: KMeans labels of the group's reduced codes, or the
     20-bin histogram of a group reduced to a single dimension."""
     from sklearn.cluster import KMeans
@@ -152,7 +152,7 @@ def kmeans_discretize(groups_codes: Sequence[np.ndarray], num_clusters: int = 20
 
 
 def paper_mig(codes, factors, groups, dims_per_group: int, num_clusters: int = 20, random_state: int = 0,
-              num_bins: int = 20, n_init="auto") -> dict:
+              num_bins: int = 20, n_init=10) -> dict:
     """MIG of the paper protocol on arrays: per-group PCA, KMeans code per group."""
     codes = check_codes(codes, "codes", min_samples=max(2, num_clusters))
     groups = normalize_groups(groups, codes.shape[1])
@@ -296,7 +296,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
 
     if protocol == "paper":
         settings["paper"] = {"total_dims": paper_dims, "kmeans_clusters": kmeans_clusters,
-                             "kmeans_random_state": kmeans_random_state, "kmeans_n_init": "auto",
+                             "kmeans_random_state": kmeans_random_state, "kmeans_n_init": 10,
                              "histogram_bins_for_1d_groups": num_bins,
                              "pca": "per group, covariance ddof=1, fitted on each metric's own samples"}
         if groups is not None:

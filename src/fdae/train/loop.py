@@ -124,6 +124,9 @@ class _Trainer:
         self.method.train()
         seed_global(cfg.seed, info.rank)
         self.params = [p for p in self.method.parameters() if p.requires_grad]
+        # Buffers a forward pass writes (BatchNorm running statistics): restored after a
+        # non-finite step, so a skipped step leaves no NaN behind in the model.
+        self.buffers = [b for b in self.method.buffers()]
         self.optimizer = build_optimizer(self.params, cfg.optim, self.device)
         self.fused = is_fused(self.optimizer)
         self.ema = EMA(self.method, t.ema_decay) if t.ema_decay else None
@@ -264,6 +267,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, Tensor] = {}
         n = len(self.shards)
+        saved_buffers = [b.clone() for b in self.buffers]
         for j in range(n):
             images, _ = self.dataset.sample_batch(self.shard_size, self.data_gens[j], self.device)
             no_sync = self.model.no_sync() if (self.info.enabled and j < n - 1) else contextlib.nullcontext()
@@ -283,6 +287,8 @@ class _Trainer:
             distributed.all_reduce(flag, self.info, "min")
             ok = flag.bool()
         self.guard.record(ok)
+        for buf, saved in zip(self.buffers, saved_buffers):
+            buf.copy_(torch.where(ok, buf, saved))
         if self.fused:  # the fused kernel skips the update on the device
             self.optimizer.found_inf = (~ok).float()  # type: ignore[attr-defined]
             self.optimizer.grad_scale = None  # type: ignore[attr-defined]
@@ -437,8 +443,12 @@ class _Trainer:
     def _evaluate(self) -> None:
         t0 = time.perf_counter()
         ctx = self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
-        with ctx:
-            result = evaluate_now(self.method, self.dataset, self.cfg, self.device, say=self.say)
+        try:
+            with ctx:
+                result = evaluate_now(self.method, self.dataset, self.cfg, self.device, say=self.say)
+        except FdaeError as err:  # a metric that cannot apply must not end a long run
+            self.say(f"evaluation at step {self.step} skipped: {err}")
+            return
         if result is None:
             return
         record = {"step": self.step, "minutes": self.train_seconds / 60.0, "protocol": self.cfg.eval.protocol,
