@@ -111,7 +111,9 @@ class DiffusionAutoencoder(nn.Module):
         if noise is None:
             noise = torch.randn(shape, device=device, generator=generator)
         x = noise.to(device=device, dtype=torch.float32).expand(shape) * sigmas[0]
-        return edm.heun_sample(lambda x_, s_: self.denoise(x_, s_, cond), x, sigmas).clamp(-1, 1)
+        # Each denoised estimate is clipped to the data range [-1, 1], as the official
+        # sampler does (clip_denoised), which keeps early high-noise steps in range.
+        return edm.heun_sample(lambda x_, s_: self.denoise(x_, s_, cond).clamp(-1, 1), x, sigmas).clamp(-1, 1)
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor, steps: int | None = None,
