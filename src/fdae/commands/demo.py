@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fdae.commands.viz import pick_device, write_figures
-    from fdae.config import load_config, save_config
+    from fdae.config import load_config
     from fdae.metrics import evaluate
     from fdae.metrics.utils import to_builtin
     from fdae.train.checkpoint import load_run

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fdae.data.files import FileDataset, cache_dir, check, find_file, resolve_root
+from fdae.data.files import FileDataset, cache_dir, check
 from fdae.errors import FdaeError
 
 PUBLISHED = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz (folder data/cars)"
@@ -34,9 +34,7 @@ class Cars3DFile(FileDataset):
 
     def __init__(self, root: str | os.PathLike | None = None, *, path: str | os.PathLike | None = None,
                  factor_sizes: tuple[int, ...] | None = None) -> None:
-        if factor_sizes is not None:  # small test files only; see FileDataset
-            self.factor_sizes = tuple(int(s) for s in factor_sizes)
-        self.path = Path(path) if path else find_file(self.name, resolve_root(root), ("cars", "cars3d"), PUBLISHED)
+        self.path = self._locate(root, path, factor_sizes, ("cars", "cars3d"))
         check(self.path.is_dir(), self.name, self.path, "expected a folder of .mat files")
         self.files = sorted(p for p in self.path.iterdir() if p.suffix == ".mat")
         check(len(self.files) == self.factor_sizes[2], self.name, self.path,

@@ -9,13 +9,12 @@ of 3 GB); the constant color factor is dropped, as disentanglement_lib does.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from fdae.data import npz
 from fdae.data.dsprites_synth import DSpritesSynth
-from fdae.data.files import FileDataset, check, find_file, resolve_root
+from fdae.data.files import FileDataset, check
 
 FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 PUBLISHED = "https://github.com/google-deepmind/dsprites-dataset"
@@ -32,9 +31,7 @@ class DSpritesFile(FileDataset):
 
     def __init__(self, root: str | os.PathLike | None = None, *, path: str | os.PathLike | None = None,
                  factor_sizes: tuple[int, ...] | None = None) -> None:
-        if factor_sizes is not None:  # small test files only; see FileDataset
-            self.factor_sizes = tuple(int(s) for s in factor_sizes)
-        self.path = Path(path) if path else find_file(self.name, resolve_root(root), (FILE, f"dsprites/{FILE}"), PUBLISHED)
+        self.path = self._locate(root, path, factor_sizes, (FILE, f"dsprites/{FILE}"))
         info = npz.members(self.path, self.name)
         check("imgs" in info, self.name, self.path, f"expected an 'imgs' array, found {sorted(info)}")
         shape, dtype = info["imgs"]

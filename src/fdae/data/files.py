@@ -79,6 +79,13 @@ class FileDataset(GroundTruthDataset):
     procedural = False
     published: str = ""
 
+    def _locate(self, root: Any, path: Any, factor_sizes: Any, candidates: tuple[str, ...]) -> Path:
+        """The file: an explicit `path`, or the first candidate found under the data root.
+        A `factor_sizes` override (small test files only) replaces the published grid."""
+        if factor_sizes is not None:
+            self.factor_sizes = tuple(int(s) for s in factor_sizes)
+        return Path(path) if path else find_file(self.name, resolve_root(root), candidates, self.published)
+
     def _rows_of(self, factors: np.ndarray) -> np.ndarray:
         return np.asarray(self.index_of(factors), dtype=np.int64).reshape(-1)
 

@@ -8,11 +8,10 @@ so the 23 GB float copy other code bases build is never made.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
-from fdae.data.files import FileDataset, check, find_file, resolve_root
+from fdae.data.files import FileDataset, check
 from fdae.data.shapes3d_synth import Shapes3DSynth
 from fdae.errors import FdaeError
 
@@ -33,9 +32,7 @@ class Shapes3DFile(FileDataset):
                  factor_sizes: tuple[int, ...] | None = None) -> None:
         import h5py
 
-        if factor_sizes is not None:  # small test files only; see FileDataset
-            self.factor_sizes = tuple(int(s) for s in factor_sizes)
-        self.path = Path(path) if path else find_file(self.name, resolve_root(root), (FILE, f"shapes3d/{FILE}"), PUBLISHED)
+        self.path = self._locate(root, path, factor_sizes, (FILE, f"shapes3d/{FILE}"))
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as err:

@@ -11,7 +11,7 @@ The noise level enters every ResBlock additively through a sinusoidal embedding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F

@@ -262,7 +262,6 @@ class _Trainer:
 
     # ------------------------------------------------------------------ the step
     def train_step(self) -> None:
-        t = self.cfg.train
         set_lr(self.optimizer, lr_at(self.step, self.cfg.optim))
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, Tensor] = {}
