@@ -146,7 +146,7 @@ def test_mpi3d_reads_rows_in_order(tmp_path, compressed):
     _npz(tmp_path / "mpi3d_real.npz", compressed, images=imgs)
     ds = get_dataset("mpi3d-real", root=tmp_path, factor_sizes=MPI_SMALL)
     if not compressed:
-        assert isinstance(ds._array(), np.memmap)  # memory-mapped in place, not loaded
+        assert isinstance(ds._decode(), np.memmap)  # memory-mapped in place, not loaded
     idx = np.array([5, 0, 71, 5, 33])
     x = ds.images(ds.factors_of(idx))
     assert torch.equal(x, torch.from_numpy(imgs[idx]).permute(0, 3, 1, 2).float() * (2 / 255) - 1)
@@ -293,3 +293,20 @@ def test_smallnorb_bad_files(tmp_path):
     (folder / f"{SPLITS[1]}-info.mat").unlink()
     with pytest.raises(FdaeError, match="testing-info.mat"):
         SmallNORBFile(tmp_path, factor_sizes=NORB_SMALL, num_instances=2)
+
+
+def test_cached_npy_rebuilds_a_truncated_cache_and_writes_atomically(tmp_path):
+    from fdae.data.files import cached_npy
+
+    cache = tmp_path / "decoded.npy"
+    calls = []
+
+    def build():
+        calls.append(1)
+        return np.arange(12, dtype=np.uint8).reshape(3, 4)
+
+    first = cached_npy(cache, build)
+    assert cached_npy(cache, build).tolist() == first.tolist() and len(calls) == 1  # reused
+    assert not list(tmp_path.glob("*.partial*"))
+    cache.write_bytes(cache.read_bytes()[:40])  # as if a write had been cut off
+    assert cached_npy(cache, build).tolist() == first.tolist() and len(calls) == 2  # rebuilt

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fdae.data.files import FileDataset, cache_dir, check
+from fdae.data.files import FileDataset, cache_dir, cached_npy, check
 from fdae.errors import FdaeError
 
 PUBLISHED = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz (folder data/cars)"
@@ -69,19 +69,13 @@ class Cars3DFile(FileDataset):
 
         stamp = hashlib.sha1("|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                                       for p in self.files).encode()).hexdigest()[:16]
-        cache = cache_dir() / f"cars3d-{stamp}.npy"
-        if cache.exists():
-            return np.load(cache)
-        el, az, n_obj = self.factor_sizes
-        out = np.empty((el, az, n_obj, 64, 64, 3), dtype=np.uint8)
-        for obj, file in enumerate(tqdm(self.files, desc=f"{self.name}: decoding .mat files once", unit="file",
-                                        disable=len(self.files) < 20)):
-            out[:, :, obj] = self._decode_one(file)
-        out = out.reshape(-1, 64, 64, 3)
-        np.save(cache, out)
-        return out
 
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        if self._images is None:
-            self._images = self._decode()
-        return self._images[rows]
+        def build() -> np.ndarray:
+            el, az, n_obj = self.factor_sizes
+            out = np.empty((el, az, n_obj, 64, 64, 3), dtype=np.uint8)
+            for obj, file in enumerate(tqdm(self.files, desc=f"{self.name}: decoding .mat files once",
+                                            unit="file", disable=len(self.files) < 20)):
+                out[:, :, obj] = self._decode_one(file)
+            return out.reshape(-1, 64, 64, 3)
+
+        return cached_npy(cache_dir() / f"cars3d-{stamp}.npy", build)

@@ -67,6 +67,22 @@ def read_sorted(read: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> n
     return read(uniq)[inverse.reshape(-1)]
 
 
+def cached_npy(cache: Path, build: Callable[[], np.ndarray]) -> np.ndarray:
+    """A decoded copy kept as .npy: loaded when a complete one exists, else built and
+    written to a temporary file that is renamed into place, so an interrupted write
+    never leaves a truncated cache behind (a damaged one is rebuilt)."""
+    if cache.exists():
+        try:
+            return np.load(cache)
+        except (ValueError, OSError, EOFError):
+            cache.unlink(missing_ok=True)
+    array = build()
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npy")
+    np.save(tmp, array)
+    os.replace(tmp, cache)
+    return array
+
+
 class FileDataset(GroundTruthDataset):
     """A dataset whose images are rows of a file (or of a decoded copy of one).
 
@@ -89,8 +105,16 @@ class FileDataset(GroundTruthDataset):
     def _rows_of(self, factors: np.ndarray) -> np.ndarray:
         return np.asarray(self.index_of(factors), dtype=np.int64).reshape(-1)
 
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the decoded images; readers of compressed or many-file datasets
+        implement `_decode` (called once, usually through `cached_npy`)."""
+        images = getattr(self, "_images", None)
+        if images is None:
+            images = self._images = self._decode()
+        return images[rows]
+
+    def _decode(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} reads rows another way")
 
     def images_uint8(self, factors: Any, device: Any = None) -> torch.Tensor:
         if device is None and isinstance(factors, torch.Tensor):

@@ -66,11 +66,10 @@ class MPI3DFile(FileDataset):
               f"'images' has {shape[0]:,} images, expected {len(self):,}")
         self._images: np.ndarray | None = None
 
-    def _array(self) -> np.ndarray:
-        if self._images is None:
-            cache = cache_dir() / f"{self.name}-{self.path.stem}.npy"
-            self._images = npz.load_or_cache(self.path, "images", self.name, cache, IN_RAM_LIMIT)
-        return self._images
+    def _decode(self) -> np.ndarray:
+        """Memory-mapped in place (uncompressed npz) or decompressed once into the cache."""
+        cache = cache_dir() / f"{self.name}-{self.path.stem}.npy"
+        return npz.load_or_cache(self.path, "images", self.name, cache, IN_RAM_LIMIT)
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self._array()[rows])
+        return np.asarray(super()._read_rows(rows))

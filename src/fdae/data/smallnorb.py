@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fdae.data.base import uint8_to_signed
-from fdae.data.files import FileDataset, cache_dir, check, find_file, read_sorted, resolve_root
+from fdae.data.files import FileDataset, cache_dir, cached_npy, check, find_file, read_sorted, resolve_root
 from fdae.errors import FdaeError
 
 PUBLISHED = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/"
@@ -115,28 +115,24 @@ class SmallNORBFile(FileDataset):
 
         ident = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in self.files.values())
         cache = cache_dir() / f"smallnorb-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.npy"
-        if cache.exists():
-            return np.load(cache)
-        parts = []
-        for split in SPLITS:
-            dat = read_matrix(self.files[split, "dat"], self.name)
-            check(dat.ndim == 4 and dat.shape[1:] == (2, 96, 96) and dat.dtype == np.uint8, self.name,
-                  self.files[split, "dat"], f"expected uint8 (N, 2, 96, 96), got {dat.dtype} {dat.shape}")
-            out = np.empty((len(dat), 64, 64), dtype=np.uint8)
-            for i in tqdm(range(len(dat)), desc=f"{self.name}: resizing {split} once", unit="img",
-                          disable=len(dat) < 1000):
-                out[i] = np.asarray(Image.fromarray(dat[i, 0]).resize((64, 64), Image.LANCZOS))
-            parts.append(out)
-        images = np.concatenate(parts)
+
+        def build() -> np.ndarray:
+            parts = []
+            for split in SPLITS:
+                dat = read_matrix(self.files[split, "dat"], self.name)
+                check(dat.ndim == 4 and dat.shape[1:] == (2, 96, 96) and dat.dtype == np.uint8, self.name,
+                      self.files[split, "dat"], f"expected uint8 (N, 2, 96, 96), got {dat.dtype} {dat.shape}")
+                out = np.empty((len(dat), 64, 64), dtype=np.uint8)
+                for i in tqdm(range(len(dat)), desc=f"{self.name}: resizing {split} once", unit="img",
+                              disable=len(dat) < 1000):
+                    out[i] = np.asarray(Image.fromarray(dat[i, 0]).resize((64, 64), Image.LANCZOS))
+                parts.append(out)
+            return np.concatenate(parts)
+
+        images = cached_npy(cache, build)
         check(len(images) == self._row_table.size, self.name, self.path,
               f"-dat files hold {len(images):,} images, the -cat/-info files {self._row_table.size:,}")
-        np.save(cache, images)
         return images
-
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        if self._images is None:
-            self._images = self._decode()
-        return self._images[rows]
 
     def _rows_for(self, factors: np.ndarray, instance: np.ndarray) -> np.ndarray:
         f = factors.reshape(-1, 4)
