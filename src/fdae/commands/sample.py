@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from fdae.errors import FdaeError
     from fdae.train.checkpoint import load_run
     from fdae.train.distributed import resolve_device
-    from fdae.train.logging import pair_grid, save_png
+    from fdae.viz.grids import pair_grid, save_png
     from fdae.train.rng import make_generator
 
     if args.steps < 1 or args.n < 1:

@@ -9,6 +9,8 @@ Conventions used by every metric in `fdae.metrics`:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fdae.errors import FdaeError
@@ -201,13 +203,16 @@ def discrete_entropy(labels: np.ndarray) -> np.ndarray:
 
 
 def to_builtin(obj):
-    """numpy scalars/arrays inside dicts/lists -> plain Python (for JSON)."""
+    """numpy scalars/arrays inside dicts/lists -> plain Python, strict JSON (a non-finite
+    float becomes the string 'nan' / 'inf' / '-inf'). Results files and run logs use it."""
     if isinstance(obj, dict):
         return {str(k): to_builtin(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_builtin(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return to_builtin(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
     return obj

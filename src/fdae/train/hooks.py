@@ -14,7 +14,8 @@ from typing import Any, Callable
 import torch
 
 from fdae.config import Config
-from fdae.train.logging import RunLogger, pair_grid
+from fdae.train.logging import RunLogger
+from fdae.viz.grids import pair_grid
 from fdae.train.rng import make_generator
 
 PREVIEW = 3  # rng stream of the preview batch and its sampler noise

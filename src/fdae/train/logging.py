@@ -16,54 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> (B, H, W, 3) uint8 (grey images repeated to RGB)."""
-    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
-def pair_grid(inputs: torch.Tensor, outputs: torch.Tensor, pad: int = 2, gap: int = 6) -> np.ndarray:
-    """HWC uint8 grid of (input | reconstruction) pairs, one pair per cell, ~square."""
-    a, b = to_uint8(inputs), to_uint8(outputs)
-    n, h, w, _ = a.shape
-    cols = max(1, math.ceil(math.sqrt(n / 2)))
-    rows = math.ceil(n / cols)
-    cell_w = 2 * w + pad
-    out = np.full((rows * (h + pad) + pad, cols * (cell_w + gap) - gap + 2 * pad, 3), 255, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        y = pad + r * (h + pad)
-        x = pad + c * (cell_w + gap)
-        out[y:y + h, x:x + w] = a[i]
-        out[y:y + h, x + w + pad:x + 2 * w + pad] = b[i]
-    return out
-
-
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+from fdae.metrics.utils import to_builtin
+from fdae.viz.grids import save_png
 
 
 def flatten_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
@@ -98,7 +53,7 @@ class RunLogger:
         if not self.enabled:
             return
         with open(self.run_dir / name, "a") as fh:
-            fh.write(json.dumps(_jsonable(record)) + "\n")
+            fh.write(json.dumps(to_builtin(record)) + "\n")
 
     def metrics(self, record: dict[str, Any]) -> None:
         self._append("metrics.jsonl", record)

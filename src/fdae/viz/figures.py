@@ -12,7 +12,7 @@ from torch import Tensor
 
 from fdae.methods.base import DiffusionAutoencoder
 from fdae.methods.fdae import FDAE
-from fdae.viz.grids import colour_masks, grey, tile, to_uint8
+from fdae.viz.grids import colour_masks, grey, pair_grid, tile, to_uint8
 
 
 def _shared_noise(model: DiffusionAutoencoder, images: Tensor, seed: int) -> Tensor:
@@ -37,12 +37,11 @@ def mask_figure(model: FDAE, images: Tensor) -> np.ndarray:
 @torch.no_grad()
 def reconstruction_figure(model: DiffusionAutoencoder, images: Tensor, steps: int | None = None,
                           seed: int = 0) -> np.ndarray:
-    """Pairs of columns: input | reconstruction (Heun sampling from shared noise)."""
+    """Input | reconstruction pairs (Heun sampling from shared noise)."""
     model.eval()
     cond = model.condition(images)
     rec = model.decode(cond, tuple(images.shape), steps, noise=_shared_noise(model, images, seed))
-    a, b = to_uint8(images), to_uint8(rec)
-    return tile([[a[i], b[i]] for i in range(images.shape[0])])
+    return pair_grid(images, rec)
 
 
 @torch.no_grad()

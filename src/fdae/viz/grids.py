@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,16 @@ def tile(rows: list[list[np.ndarray]], pad: int = 2, fill: int = 255) -> np.ndar
                 y, x = pad + i * (h + pad), pad + j * (w + pad)
                 out[y:y + h, x:x + w] = cell
     return out
+
+
+def pair_grid(inputs: Tensor, outputs: Tensor, pad: int = 2) -> np.ndarray:
+    """(input | output) pairs laid out in a roughly square grid, pairs side by side."""
+    a, b = to_uint8(inputs), to_uint8(outputs)
+    cols = max(1, math.ceil(math.sqrt(len(a) / 2)))
+    rows = []
+    for start in range(0, len(a), cols):
+        rows.append([cell for i in range(start, min(start + cols, len(a))) for cell in (a[i], b[i])])
+    return tile(rows, pad)
 
 
 def colour_masks(masks: Tensor) -> np.ndarray:
