@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     model, dataset = loaded.method, loaded.dataset
     results = {"dataset": dataset.name, "procedural": bool(dataset.procedural), "step": loaded.step,
                "train_seconds": round(train_s, 1), "config": str(run_dir / "config.yaml"),
-               "final_loss": getattr(result, "final_loss", None), "protocols": {}}
+               "final_loss": result.last_metrics.get("loss"), "protocols": {}}
     # DCI's boosted trees on every raw code dimension take minutes on a CPU: the standard
     # protocol here reports the cheap metrics; `fdae eval RUN_DIR --protocol dlib` runs all.
     for protocol, metrics in (("paper", ["dci", "factor_vae", "mig"]), ("dlib", ["factor_vae", "mig", "sap"])):
