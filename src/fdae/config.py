@@ -104,6 +104,10 @@ class EvalConfig:
     num_votes_train: int = 10_000
     num_votes_eval: int = 5_000
     batch_size: int = 64
+    async_workers: int = 0  # > 0: periodic evaluation in that many background processes
+    # At a time-limit stop, wait for background evaluations (false: leave them to the
+    # resumed session, which evaluates their snapshots; the end of training always waits).
+    async_wait: bool = True
 
 
 @dataclass
@@ -244,6 +248,7 @@ def validate(cfg: Config) -> Config:
         "train.image_steps": (cfg.train.image_steps, 1),
         "train.ckpt_every": (cfg.train.ckpt_every, 0),
         "train.eval_every": (cfg.train.eval_every, 0),
+        "eval.async_workers": (cfg.eval.async_workers, 0),
         "optim.warmup_steps": (cfg.optim.warmup_steps, 0),
         "optim.weight_decay": (cfg.optim.weight_decay, 0),
     }

@@ -158,6 +158,14 @@ class _Trainer:
         if info.is_main and start_ckpt is not None:
             for name in ("metrics.jsonl", "eval.jsonl"):
                 _truncate_jsonl(run_dir / name, self.step)
+        self.async_eval = None
+        if info.is_main and t.eval_every and cfg.eval.async_workers:
+            from fdae.train.async_eval import AsyncEvaluator
+
+            self.async_eval = AsyncEvaluator(run_dir, cfg, cfg.eval.async_workers, self.device,
+                                             self.logger.evaluation, self.say, resume_step=self.step,
+                                             logged_steps={int(r.get("step", -1)) for r in
+                                                           read_jsonl(run_dir / "eval.jsonl")})
         image_every = t.image_every if t.image_every is not None else 10 * t.log_every
         self.image_every = image_every
         self.images = ImageHook(self.dataset, cfg, self.device, say=self.say) \
@@ -377,6 +385,8 @@ class _Trainer:
         try:
             while self.step < t.steps:
                 self.train_step()
+                if self.async_eval is not None:
+                    self.async_eval.poll()
                 bar.update(1)
                 now = time.perf_counter()
                 self.train_seconds += now - seg_start
@@ -403,18 +413,27 @@ class _Trainer:
                     reason = stop
                     break
                 seg_start = time.perf_counter()
+        except BaseException:
+            if self.async_eval is not None:  # their snapshots are evaluated again on resume
+                self.async_eval.stop()
+            raise
         finally:
             self._restore_signal_handlers(old_handlers)
             bar.close()
         if self.last_ckpt is None or _step_of(self.last_ckpt) != self.step:
             self.save()
+        if self.async_eval is not None:
+            if reason == "signal" or (reason == "time_limit" and not cfg.eval.async_wait):
+                self.async_eval.stop()  # their snapshots are evaluated when the run resumes
+            else:
+                self.async_eval.drain()
         self.logger.close()
         skipped, _, _ = self.guard.read_total_and_run()
         if reason == "signal":
             self.say(f"stopped by signal at step {self.step}; checkpoint {self.last_ckpt}; "
                      f"continue with `fdae train --resume {self.run_dir}`")
         elif reason == "time_limit":
-            self.say(f"time limit of {t.time_limit_min} min reached at step {self.step}; checkpoint "
+            self.say(f"time limit of {t.time_limit_min:.3g} min reached at step {self.step}; checkpoint "
                      f"{self.last_ckpt}; continue with `fdae train --resume {self.run_dir}`")
         return TrainResult(run_dir=self.run_dir, step=self.step, reason=reason, checkpoint=self.last_ckpt,
                            last_metrics=self.last_record, skipped_steps=skipped,
@@ -442,6 +461,10 @@ class _Trainer:
     def _evaluate(self) -> None:
         t0 = time.perf_counter()
         ctx = self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
+        if self.async_eval is not None:
+            with ctx:
+                self.async_eval.submit(self.method, self.step, self.train_seconds / 60.0, self.ema is not None)
+            return
         try:
             with ctx:
                 result = evaluate_now(self.method, self.dataset, self.cfg, self.device, say=self.say)

@@ -1,0 +1,102 @@
+"""Background evaluation (eval.async_workers): same numbers as in-process, nothing lost."""
+
+from __future__ import annotations
+
+import torch
+import pytest
+
+from fdae.train.async_eval import AsyncEvaluator, build_encoder, encoder_state, snapshot_dir
+from fdae.train.logging import read_jsonl
+from fdae.train.loop import train
+
+from _train_helpers import FDAE_TINY, tiny_cfg
+
+pytest.importorskip("fdae.metrics")
+
+EVAL = ["data.name=dsprites-synth", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=0",
+        "train.ema_decay=0.9", "eval.protocol=paper", "eval.metrics=[mig,factor_vae]", "eval.num_train=60",
+        "eval.num_test=30", "eval.num_votes_train=20", "eval.num_votes_eval=10", "eval.batch_size=8"]
+
+
+def _cfg(*extra):
+    return tiny_cfg(*EVAL, *extra, preset=FDAE_TINY)
+
+
+def _scores(records):
+    return [(r["step"], r["metrics"]) for r in records]
+
+
+def test_background_evaluation_equals_in_process(tmp_path):
+    sync = train(_cfg("train.steps=4", "train.eval_every=2"), tmp_path / "sync", progress=False, tensorboard=False)
+    bg = train(_cfg("train.steps=4", "train.eval_every=2", "eval.async_workers=1"), tmp_path / "bg",
+               progress=False, tensorboard=False)
+    a, b = read_jsonl(sync.run_dir / "eval.jsonl"), read_jsonl(bg.run_dir / "eval.jsonl")
+    assert [r["step"] for r in a] == [2, 4] == [r["step"] for r in b]
+    assert _scores(a) == _scores(b)  # the same EMA weights, encoded and scored the same way
+    assert all(r.get("background") for r in b) and all(r["minutes"] > 0 for r in b)
+    assert not list(snapshot_dir(bg.run_dir).iterdir())  # snapshots are removed once logged
+
+
+def test_encoder_snapshot_has_no_unet_and_encodes_identically():
+    from fdae.methods import build_method
+
+    cfg = _cfg()
+    torch.manual_seed(0)
+    method = build_method(cfg).eval()
+    state = encoder_state(method)
+    assert state and not any(k.startswith("unet.") for k in state)
+    rebuilt = build_encoder(cfg, state, 3, 64, torch.device("cpu"), "test")
+    assert sum(p.numel() for p in rebuilt.unet.parameters()) == 0
+    images = torch.rand(5, 3, 64, 64) * 2 - 1
+    assert torch.equal(method.encode(images), rebuilt.encode(images))
+
+
+def test_killed_evaluation_runs_again_on_resume(tmp_path):
+    res = train(_cfg("train.steps=2"), tmp_path / "run", progress=False, tensorboard=False)
+    from fdae.train.checkpoint import load_run
+
+    method = load_run(res.run_dir).method
+    cfg = _cfg("train.eval_every=2")
+    said, logged = [], []
+    ev = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append)
+    ev.submit(method, 2, 0.5, True)
+    ev.submit(method, 7, 0.9, True)  # a step past the checkpoint we will resume from
+    ev.stop()  # as a crash or a signal would: the workers die, the snapshots stay
+    assert logged == [] and len(list(snapshot_dir(res.run_dir).glob("*.pt"))) == 2
+
+    # already logged: dropped, not evaluated twice
+    done = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append,
+                          resume_step=2, logged_steps={2})
+    assert done.jobs == []
+    ev.submit(method, 2, 0.5, True)
+    ev.stop()
+
+    again = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append,
+                           resume_step=2, logged_steps=set())
+    assert [j.step for j in again.jobs] == [2]  # step 7 belonged to a lost future
+    again.drain()
+    assert [r["step"] for r in logged] == [2] and logged[0]["minutes"] == 0.5 and logged[0]["ema"] is True
+    assert set(logged[0]["metrics"]) == {"mig", "factor_vae"}
+    assert not list(snapshot_dir(res.run_dir).glob("*.pt"))
+
+
+def test_failed_worker_is_reported_and_training_goes_on(tmp_path):
+    cfg = _cfg("train.eval_every=2")
+    said, logged = [], []
+    folder = snapshot_dir(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "step_00000002.pt").write_bytes(b"not a checkpoint")
+    ev = AsyncEvaluator(tmp_path, cfg, 1, torch.device("cpu"), logged.append, said.append,
+                        resume_step=2, logged_steps=set())
+    ev.drain()
+    assert logged == []
+    message = [s for s in said if "failed" in s]
+    assert message and "step 2" in message[0] and "checkpoint" in message[0], said
+    assert not (folder / "step_00000002.pt").exists()
+
+
+def test_async_workers_must_not_be_negative():
+    from fdae.errors import FdaeError
+
+    with pytest.raises(FdaeError, match="eval.async_workers"):
+        _cfg("eval.async_workers=-1")
