@@ -11,7 +11,8 @@ A variant is '+'-joined flags of `fdae.train.fast_step.make_train_step`:
 fp32 | bf16 (precision), compile (torch.compile of the loss, forward + backward),
 cl (channels-last), copt (torch.compile of the optimizer step), cg (compile mode
 "max-autotune-no-cudagraphs" is `mat`, CUDA graphs `cg` = mode "reduce-overhead"),
-adamw (fused AdamW instead of the official RAdam). Batch `max` is the largest multiple
+fradam (the official RAdam on one fused kernel, `fdae.train.fused_radam`, instead of
+PyTorch's foreach RAdam), adamw (fused AdamW instead of the official RAdam). Batch `max` is the largest multiple
 of 32 that the measured memory per image lets fit (at most --max-batch).
 
 Each timed step includes rendering its batch on the GPU (`shapes3d-synth`, no loader).
@@ -40,6 +41,7 @@ from fdae.config import load_config  # noqa: E402
 from fdae.methods import build_method  # noqa: E402
 from fdae.train.fast_step import make_train_step  # noqa: E402
 from fdae.train.flops import training_flops_per_image  # noqa: E402
+from fdae.train.fused_radam import FusedRAdam  # noqa: E402
 
 OFFICIAL_GFLOP_PER_IMAGE = 707.5  # forward + backward, U-Net + CMFNet (official code, legacy attention)
 
@@ -88,14 +90,14 @@ class Batches:
 
 def parse_variant(variant: str) -> dict:
     parts = set(variant.split("+"))
-    known = {"fp32", "bf16", "compile", "cl", "copt", "cg", "mat", "adamw"}
+    known = {"fp32", "bf16", "compile", "cl", "copt", "cg", "mat", "adamw", "fradam"}
     if parts - known:
         raise SystemExit(f"unknown variant flags {sorted(parts - known)} in {variant!r}")
     mode = "reduce-overhead" if "cg" in parts else "max-autotune-no-cudagraphs" if "mat" in parts else None
     return {"precision": "bf16" if "bf16" in parts else "fp32",
             "compile": bool(parts & {"compile", "cg", "mat"}), "compile_mode": mode,
             "channels_last": "cl" in parts, "compile_optimizer": "copt" in parts,
-            "optimizer": "adamw" if "adamw" in parts else "radam"}
+            "optimizer": "adamw" if "adamw" in parts else "fradam" if "fradam" in parts else "radam"}
 
 
 def build(overrides: list[str], v: dict):
@@ -103,8 +105,10 @@ def build(overrides: list[str], v: dict):
     cfg = load_config(None, overrides)
     model = build_method(cfg).cuda()
     params = list(model.parameters())
-    if v["optimizer"] == "radam":  # the official optimizer; no fused kernel exists for it
+    if v["optimizer"] == "radam":  # the official optimizer, PyTorch's foreach implementation
         opt = torch.optim.RAdam(params, lr=1e-4, weight_decay=0.0, foreach=True)
+    elif v["optimizer"] == "fradam":  # the same algorithm on the fused Adam kernel
+        opt = FusedRAdam(params, lr=1e-4, weight_decay=0.0)
     else:
         opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=True)
     step = make_train_step(model, opt, precision=v["precision"], compile=v["compile"],

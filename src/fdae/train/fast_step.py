@@ -24,7 +24,9 @@ What each flag does (all off = the plain step: fp32, eager, `model.loss` then
 * compile_optimizer=True: `optimizer.step` is compiled as well; for a foreach optimizer
   (RAdam, as the official FDAE) this turns its ~10 passes over the parameters into one
   or two fused kernels. A learning rate that changes during training should then be a
-  0-dim tensor in the param group, or every change recompiles.
+  0-dim tensor in the param group, or every change recompiles. Without compiling,
+  `fdae.train.fused_radam.FusedRAdam` runs the same RAdam on one fused kernel (the
+  trainer's default on CUDA).
 * ema: an `fdae.train.ema.EMA`, updated after each step with foreach lerp.
 * cudnn_benchmark=True (default on CUDA): cuDNN picks the fastest convolution algorithm
   for each shape once.

@@ -3,13 +3,13 @@
 Each step computes `ok = isfinite(loss) & isfinite(grad_norm)` on the device (the grad
 norm is needed anyway for clipping and logging; in DDP the flag is all-reduced so all
 ranks agree). Then:
-  * with a fused optimizer (Adam/AdamW on CUDA), `found_inf = 1 - ok` goes to the fused
+  * with a fused optimizer (Adam/AdamW/RAdam on CUDA), `found_inf = 1 - ok` goes to the fused
     kernel, which leaves parameters, moments and step count untouched when it is set;
     the EMA update is masked the same way. No host sync per step: the counters below
     stay on the device and are read at log steps, so a run that keeps failing stops at
     the first log step after `max_bad_steps` non-finite steps in a row (its weights are
     still the last good ones, as no bad step was applied);
-  * otherwise (CPU, RAdam) the trainer reads `ok` on the host every step and does not
+  * otherwise (CPU, foreach optimizers) the trainer reads `ok` on the host every step and does not
     call `optimizer.step()`; on the CPU this costs nothing (execution is synchronous).
 """
 

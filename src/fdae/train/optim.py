@@ -1,9 +1,9 @@
 """Optimizers (RAdam as in the official FDAE, AdamW, Adam) and the warm-up schedule.
 
-Fused kernels are used where the device and the optimizer support them (Adam/AdamW on
-CUDA); otherwise the foreach implementation. Fused kernels also accept a device-side
-`found_inf` flag, which lets the trainer skip a non-finite step without a host sync
-(see `fdae.train.guard`).
+Fused kernels are used on CUDA (Adam/AdamW: PyTorch's; RAdam: `fdae.train.fused_radam`,
+the same algorithm and state on the fused Adam kernel); otherwise the foreach
+implementation. Fused kernels also accept a device-side `found_inf` flag, which lets the
+trainer skip a non-finite step without a host sync (see `fdae.train.guard`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import torch
 
 from fdae.config import OptimConfig
 
+from fdae.train.fused_radam import FusedRAdam
+
 OPTIMIZERS = {"radam": torch.optim.RAdam, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
 
 def supports_fused(name: str, device: torch.device) -> bool:
     cls = OPTIMIZERS[name]
-    return device.type == "cuda" and "fused" in inspect.signature(cls).parameters
+    return device.type == "cuda" and (name == "radam" or "fused" in inspect.signature(cls).parameters)
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, device: torch.device,
@@ -30,6 +32,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, devi
     if fused is None:
         fused = bool(cfg.fused) and supports_fused(cfg.name, device)
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if fused and cfg.name == "radam":
+        return FusedRAdam(list(params), **kwargs)
     if fused:
         kwargs["fused"] = True
     else:
