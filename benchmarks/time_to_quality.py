@@ -69,17 +69,23 @@ def trained_minutes(run_dir: Path) -> float:
     return float(data.get("counters", {}).get("train_seconds", 0.0)) / 60.0
 
 
-def train_sessions(args: argparse.Namespace, run_dir: Path) -> float:
-    """Train until the run holds --minutes of training time, in sessions of at most
-    --chunk-minutes wall time (at most --sessions of them in this invocation)."""
+def train_sessions(args: argparse.Namespace, run_dir: Path) -> tuple[float, bool]:
+    """Train until the run holds --minutes of training time (within 0.5%), in sessions of
+    at most --chunk-minutes wall time (at most --sessions of them in this invocation).
+    Returns the run's training minutes and whether its training is complete (the minutes
+    reached, or no steps left in train.steps)."""
+    tolerance = max(1e-3, 0.005 * args.minutes)
     done = trained_minutes(run_dir)
     sessions = 0
-    while done < args.minutes - 1e-3 and (args.sessions is None or sessions < args.sessions):
-        chunk = min(args.chunk_minutes, args.minutes - done)
-        last = done + chunk >= args.minutes - 1e-3 or (args.sessions is not None and sessions + 1 == args.sessions)
+    while done < args.minutes - tolerance:
+        if args.sessions is not None and sessions >= args.sessions:
+            return done, False
+        # A session's limit is wall time; a little slack lets it cover the minutes asked.
+        chunk = min(args.chunk_minutes, args.minutes - done + 0.05)
+        last = done + chunk >= args.minutes - tolerance
         resume = latest_checkpoint(run_dir) is not None if run_dir.exists() else False
         # Between sessions, pending background evaluations are left to the next session
-        # (it evaluates their snapshots); the last session waits for them.
+        # (it evaluates their snapshots); the session that completes the run waits for them.
         cfg = load_config(args.config, [*args.overrides, f"train.time_limit_min={chunk}",
                                         f"eval.async_wait={'true' if last else 'false'}"])
         t0 = time.perf_counter()
@@ -88,9 +94,11 @@ def train_sessions(args: argparse.Namespace, run_dir: Path) -> float:
         done = res.minutes
         print(f"session {sessions}: {res.reason} at step {res.step}; {done:.2f} training minutes in the run "
               f"({(time.perf_counter() - t0) / 60:.2f} min wall)", flush=True)
-        if res.reason == "done":
-            break
-    return done
+        if res.reason == "signal":
+            raise SystemExit(f"stopped by a signal at step {res.step}; run the same command to continue")
+        if res.reason == "done":  # train.steps reached before the minutes
+            return done, True
+    return done, True
 
 
 def start_dlib_evaluation(run_dir: Path, out: Path, args: argparse.Namespace, device: str) -> subprocess.Popen:
@@ -98,7 +106,7 @@ def start_dlib_evaluation(run_dir: Path, out: Path, args: argparse.Namespace, de
     paper protocol's in this one: the two share the GPU briefly and the CPU cores."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "fdae", "eval", str(run_dir), "--protocol", "dlib", "--metrics", args.dlib_metrics,
+    cmd = [sys.executable, "-P", "-m", "fdae", "eval", str(run_dir), "--protocol", "dlib", "--metrics", args.dlib_metrics,
            "--num-train", str(args.dlib_train), "--num-test", str(args.dlib_test), "--seed", "0",
            "--device", device, "--out", str(out), "--quiet"]
     return subprocess.Popen(cmd, env=env)
@@ -126,8 +134,8 @@ def main() -> None:
 
     out = Path(args.out)
     run_dir = Path(args.run_dir) if args.run_dir else out / "run"
-    done = train_sessions(args, run_dir)
-    if done < args.minutes - 1e-3:
+    done, complete = train_sessions(args, run_dir)
+    if not complete:
         print(f"{done:.2f} of {args.minutes} training minutes done; run the same command again to continue")
         return
 
@@ -144,17 +152,28 @@ def main() -> None:
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                "curve": records, "final": {}}
     t0 = time.perf_counter()
-    r = evaluate(ds, model.encode, metrics="dci,factor_vae,mig", protocol="paper", random_state=0,
-                 groups=model.groups, num_train=args.final_train, num_test=args.final_test, device=device)
+    try:
+        r = evaluate(ds, model.encode, metrics="dci,factor_vae,mig", protocol="paper", random_state=0,
+                     groups=model.groups, num_train=args.final_train, num_test=args.final_test, device=device)
+    except BaseException:
+        if dlib_proc is not None:
+            dlib_proc.kill()
+            dlib_proc.wait()
+        raise
     r = to_builtin(r)
     r["eval_seconds"] = time.perf_counter() - t0
     results["final"]["paper"] = r
+    failed = None
     if dlib_proc is not None:
-        if dlib_proc.wait() != 0:
-            raise SystemExit(f"the standard-protocol evaluation failed (exit {dlib_proc.returncode})")
-        results["final"]["dlib"] = json.loads(dlib_json.read_text())
+        if dlib_proc.wait() == 0:
+            results["final"]["dlib"] = json.loads(dlib_json.read_text())
+        else:  # keep the paper protocol's numbers; say what failed
+            failed = f"the standard-protocol evaluation (fdae eval) failed with exit {dlib_proc.returncode}"
+            results["final"]["dlib"] = {"error": failed}
     results["eval_wall_seconds"] = time.perf_counter() - t_eval
     for protocol, r in results["final"].items():
+        if "metrics" not in r:
+            continue
         for m in r.get("metrics", {}).values():
             if isinstance(m, dict):
                 m.pop("importance_matrix", None)
@@ -166,6 +185,8 @@ def main() -> None:
         plot_curve(records, out / "curve.png")
     figs = write_figures(model, ds, out, n=6, steps=args.figure_steps, seed=0, device=device)
     print("figures:", ", ".join(str(p) for p in figs.values()))
+    if failed:
+        raise SystemExit(failed)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,39 @@ def test_async_workers_must_not_be_negative():
 
     with pytest.raises(FdaeError, match="eval.async_workers"):
         _cfg("eval.async_workers=-1")
+
+
+def test_worker_killed_by_a_signal_keeps_its_snapshot_and_a_written_record_is_not_redone(tmp_path):
+    import signal
+
+    res = train(_cfg("train.steps=2"), tmp_path / "run", progress=False, tensorboard=False)
+    from fdae.train.checkpoint import load_run
+
+    method = load_run(res.run_dir).method
+    cfg = _cfg("train.eval_every=2")
+    said, logged = [], []
+    ev = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append)
+    ev.submit(method, 2, 0.5, True)
+    ev.jobs[0].proc.send_signal(signal.SIGTERM)  # as a scheduler's SIGTERM would, were it sent to the worker
+    ev.drain()
+    assert logged == [] and any("killed" in s for s in said)
+    snapshot = snapshot_dir(res.run_dir) / "step_00000002.pt"
+    assert snapshot.exists()
+
+    # a worker that finished but whose record was never logged (the trainer died first):
+    again = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append,
+                           resume_step=2, logged_steps=set())
+    again.drain()
+    assert [r["step"] for r in logged] == [2]
+    ev.submit(method, 2, 0.5, True)
+    ev.stop()  # killed at once: the snapshot stays
+    from fdae.train.async_eval import evaluate_snapshot
+
+    record = evaluate_snapshot(snapshot)  # writes step_00000002.json next to it, as a worker does
+    logged.clear()
+    third = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append,
+                           resume_step=2, logged_steps=set())
+    assert third.jobs[0].scored
+    third.drain()
+    assert third.jobs == [] and [r["metrics"] for r in logged] == [record["metrics"]]
+    assert not list(snapshot_dir(res.run_dir).glob("step_*"))

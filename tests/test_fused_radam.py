@@ -69,6 +69,29 @@ def test_skipped_steps_change_nothing_in_both_phases():
     assert all(float(opt.state[p]["step"]) == 20 - len(skip) for p in p_new)
 
 
+@pytest.mark.parametrize("late", [0, 1])
+def test_parameters_that_join_late_keep_their_own_step_counts(late):
+    """A parameter without gradients for the first steps (its own count starts later),
+    first or second in the group: each parameter follows torch.optim.RAdam."""
+    grads = _grads(16)
+    for k in range(9):  # parameter `late` has no gradient in steps 0..8
+        grads[k][late] = None
+
+    def run(make):
+        params = _params()
+        opt = make(params)
+        for gs in grads:
+            for p, g in zip(params, gs):
+                p.grad = None if g is None else g.clone()
+            opt.step()
+        return params, opt
+
+    p_ref, _ = run(lambda ps: torch.optim.RAdam(ps, lr=1e-2, foreach=False))
+    p_new, opt = run(lambda ps: FusedRAdam(ps, lr=1e-2))
+    _assert_close(p_new, p_ref)
+    assert float(opt.state[p_new[late]]["step"]) == 7 and float(opt.state[p_new[1 - late]]["step"]) == 16
+
+
 def test_state_dicts_move_between_torch_radam_and_fused_radam():
     grads = _grads(16)
     p_ref = _params()

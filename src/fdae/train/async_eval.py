@@ -76,6 +76,11 @@ class _Job:
     proc: subprocess.Popen | None = None
     log: Any = None
     started: float = 0.0
+    scored: bool = False  # its record was written by an earlier session's worker
+
+    @property
+    def finished(self) -> bool:
+        return self.scored or (self.proc is not None and self.proc.returncode is not None)
 
     @property
     def result(self) -> Path:
@@ -106,6 +111,7 @@ class AsyncEvaluator:
         self.log_record = log_record
         self.say = say
         self.jobs: list[_Job] = []
+        self._behind_said = False
         if resume_step is not None:
             self._recover(resume_step, logged_steps or set())
 
@@ -117,6 +123,11 @@ class AsyncEvaluator:
         path.with_suffix(".json").unlink(missing_ok=True)
         self.jobs.append(_Job(step, path))
         self.poll()
+        waiting = sum(1 for j in self.jobs if j.proc is None and not j.scored)
+        if waiting >= 2 and not self._behind_said:
+            self._behind_said = True
+            self.say(f"background evaluation falls behind training ({waiting} snapshots waiting); raise "
+                     f"train.eval_every or eval.async_workers, or lower the eval.* sample sizes")
 
     def poll(self) -> None:
         for job in self.jobs:
@@ -127,10 +138,14 @@ class AsyncEvaluator:
         for job in self.jobs:
             if running >= self.workers:
                 break
-            if job.proc is None:
+            if job.proc is None and not job.scored:
                 self._start(job)
                 running += 1
-        while self.jobs and self.jobs[0].proc is not None and self.jobs[0].proc.returncode is not None:
+        self._log_finished()
+
+    def _log_finished(self) -> None:
+        """Log the finished evaluations at the head of the queue (records in step order)."""
+        while self.jobs and self.jobs[0].finished:
             self._finish(self.jobs.pop(0))
 
     def drain(self, timeout: float | None = None) -> None:
@@ -149,6 +164,10 @@ class AsyncEvaluator:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        for job in self.jobs:
+            if job.proc is not None and job.proc.returncode is None:
+                job.proc.poll()
+        self._log_finished()
         if self.jobs:
             self.say(f"{len(self.jobs)} background evaluation(s) stopped; their snapshots are evaluated "
                      f"when the run resumes")
@@ -177,7 +196,7 @@ class AsyncEvaluator:
                 for p in (path, path.with_suffix(".json"), path.with_suffix(".log")):
                     p.unlink(missing_ok=True)
             else:
-                self.jobs.append(_Job(step, path))
+                self.jobs.append(_Job(step, path, scored=path.with_suffix(".json").is_file()))
 
     def _start(self, job: _Job) -> None:
         job.result.unlink(missing_ok=True)
@@ -187,8 +206,11 @@ class AsyncEvaluator:
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[2])  # so the worker imports this very fdae
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "fdae.train.async_eval", str(job.snapshot), "--device", str(self.device)]
-        job.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=job.log, env=env)
+        # -P: the working directory does not shadow this fdae. A session of its own: a
+        # Ctrl-C or a scheduler's SIGTERM to the trainer's group reaches the trainer only,
+        # which stops its workers itself and leaves their snapshots for the resumed run.
+        cmd = [sys.executable, "-P", "-m", "fdae.train.async_eval", str(job.snapshot), "--device", str(self.device)]
+        job.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=job.log, env=env, start_new_session=True)
         job.started = time.perf_counter()
 
     def _finish(self, job: _Job) -> None:
@@ -196,11 +218,16 @@ class AsyncEvaluator:
             job.log.close()
             job.log = None
         record = None
-        if job.proc is not None and job.proc.returncode == 0 and job.result.is_file():
+        if (job.scored or (job.proc is not None and job.proc.returncode == 0)) and job.result.is_file():
             try:
                 record = json.loads(job.result.read_text())
             except (OSError, ValueError):
                 record = None
+        if record is None and job.proc is not None and job.proc.returncode is not None and job.proc.returncode < 0:
+            # killed by a signal, not failed: keep the snapshot, the resumed run scores it
+            self.say(f"background evaluation at step {job.step} was killed (signal {-job.proc.returncode}); "
+                     f"its snapshot is scored when the run resumes")
+            return
         if record is None:
             tail = _tail(job.log_path)
             self.say(f"background evaluation at step {job.step} failed (exit {job.proc.returncode if job.proc else '?'})"

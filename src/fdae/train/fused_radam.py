@@ -18,7 +18,9 @@ and read the step count on the host, once per step, five times in a run.
 
 A device-side `found_inf` (set as an attribute, as for the fused Adam, by
 `fdae.train.guard`'s users) skips the step on the device: parameters, moments and step
-counts stay as they were. The state (`step`, `exp_avg`, `exp_avg_sq` per parameter) and
+counts stay as they were. Step counts are per parameter, as in torch.optim.RAdam: when
+parameters of a group have different counts (one got gradients later than the others, a
+loaded state), the counts are read on the host and each count gets its own update. The state (`step`, `exp_avg`, `exp_avg_sq` per parameter) and
 param groups are torch.optim.RAdam's, so checkpoints move freely between the two.
 """
 
@@ -44,20 +46,25 @@ class FusedRAdam(torch.optim.Optimizer):
         if not lr > 0 or not eps >= 0 or not weight_decay >= 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"invalid FusedRAdam hyper-parameters lr={lr}, betas={betas}, eps={eps}, "
                              f"weight_decay={weight_decay}")
+        # torch.optim.RAdam's group keys (and no 'fused' key, so that its state dict loads
+        # into torch.optim.RAdam unchanged; fdae.train.optim.is_fused knows this class).
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=None,
-                        maximize=False, capturable=False, differentiable=False, decoupled_weight_decay=False,
-                        fused=True)
+                        maximize=False, capturable=False, differentiable=False, decoupled_weight_decay=False)
         super().__init__(params, defaults)
-        # Groups whose rectified phase has begun (a step count never falls, so it never ends).
-        self._rectified: set[int] = set()
+        # Group index -> the parameters (ids) it last stepped with all in the rectified
+        # phase at one common step count: then the step count is read on the device only.
+        self._rectified: dict[int, tuple[int, ...]] = {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._rectified = set()  # re-read from the loaded step counts at the next step
+        self._rectified = {}  # re-read from the loaded step counts at the next step
 
-    def _lists(self, group: dict[str, Any]) -> dict[tuple, list[list[Tensor]]]:
-        """(device, dtype) -> [params, grads, exp_avgs, exp_avg_sqs, steps]."""
+    def _lists(self, group: dict[str, Any]) -> tuple[dict[tuple, list[list[Tensor]]], tuple[int, ...], bool]:
+        """(device, dtype) -> [params, grads, exp_avgs, exp_avg_sqs, steps] of the
+        parameters with gradients; their ids; whether any had no state yet."""
         out: dict[tuple, list[list[Tensor]]] = {}
+        ids: list[int] = []
+        fresh = False
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -65,15 +72,17 @@ class FusedRAdam(torch.optim.Optimizer):
                 raise RuntimeError("FusedRAdam does not support sparse gradients")
             state = self.state[p]
             if not state:
+                fresh = True
                 state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             elif state["step"].device != p.device:  # a checkpoint of the foreach RAdam (steps on the CPU)
                 state["step"] = state["step"].to(p.device, torch.float32)
+            ids.append(id(p))
             lists = out.setdefault((p.device, p.dtype), [[], [], [], [], []])
             for lst, t in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"])):
                 lst.append(t)
-        return out
+        return out, tuple(ids), fresh
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -85,17 +94,27 @@ class FusedRAdam(torch.optim.Optimizer):
             raise RuntimeError("FusedRAdam is for bf16/fp32 training without loss scaling (grad_scale must be None)")
         found_inf = getattr(self, "found_inf", None)  # set by the trainer for one step, as for fused Adam
         for index, group in enumerate(self.param_groups):
-            for (device, _), (params, grads, exp_avgs, exp_avg_sqs, steps) in self._lists(group).items():
-                inf = found_inf.to(device) if found_inf is not None else None
-                if index not in self._rectified:
-                    if inf is not None and bool(inf.item()):
-                        continue  # skipped: nothing changes
-                    t = float(steps[0].item()) + 1.0
-                    if rho(t, group["betas"][1]) <= 5.0:
-                        self._unrectified_step(group, params, grads, exp_avgs, exp_avg_sqs, steps, t)
-                        continue
-                    self._rectified.add(index)
-                self._rectified_step(group, params, grads, exp_avgs, exp_avg_sqs, steps, inf)
+            buckets, ids, fresh = self._lists(group)
+            if fresh or self._rectified.get(index) != ids:  # new or missing gradients: counts may differ
+                self._rectified.pop(index, None)
+            if index in self._rectified:  # the common case: no host sync
+                for (device, _), lists in buckets.items():
+                    self._rectified_step(group, *lists, found_inf.to(device) if found_inf is not None else None)
+                continue
+            if found_inf is not None and bool(found_inf.item()):
+                continue  # skipped: nothing changes
+            uniform = True
+            for lists in buckets.values():
+                counts = torch.stack(lists[4]).tolist()
+                uniform &= len(set(counts)) == 1 and rho(counts[0] + 1.0, group["betas"][1]) > 5.0
+                for count in sorted(set(counts)):  # one update per distinct step count (as torch, per parameter)
+                    sub = [[t for t, c in zip(lst, counts) if c == count] for lst in lists]
+                    if rho(count + 1.0, group["betas"][1]) <= 5.0:
+                        self._unrectified_step(group, *sub, count + 1.0)
+                    else:
+                        self._rectified_step(group, *sub, None)
+            if uniform and buckets:
+                self._rectified[index] = ids
         return loss
 
     @staticmethod

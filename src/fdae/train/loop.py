@@ -92,7 +92,11 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
             if resume:
                 raise FdaeError("resume needs the run directory to continue")
             run_dir = distributed.broadcast_object(str(default_run_dir(cfg)), info)
-        return _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard).run()
+        result = _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard).run()
+        # Leave together: rank 0 hosts the rendezvous store, and a rank that tears down
+        # while another still talks to it can be aborted by the backend.
+        distributed.barrier(info)
+        return result
     finally:
         distributed.teardown(info)
 

@@ -42,7 +42,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, devi
 
 
 def is_fused(optimizer: torch.optim.Optimizer) -> bool:
-    return bool(optimizer.defaults.get("fused"))
+    return isinstance(optimizer, FusedRAdam) or bool(optimizer.defaults.get("fused"))
 
 
 def lr_at(step: int, cfg: OptimConfig) -> float:
