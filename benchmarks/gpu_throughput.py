@@ -66,17 +66,18 @@ def flops_per_image(overrides: list[str]) -> float:
 
 
 class Batches:
-    """Training images rendered on the GPU by the procedural Shapes3D (noise if absent)."""
+    """Training images rendered on the device by the procedural Shapes3D (noise if absent)."""
 
-    def __init__(self, batch: int):
+    def __init__(self, batch: int, device: str = "cuda"):
         self.batch = batch
-        self.gen = torch.Generator(device="cuda").manual_seed(0)
+        self.device = device
+        self.gen = torch.Generator(device=device).manual_seed(0)
         try:
             from fdae.data import get_dataset
 
             self.ds = get_dataset("shapes3d-synth")
-            self.ds.sample_batch(batch, self.gen, "cuda")
-            self.source = "shapes3d-synth (GPU render)"
+            self.ds.sample_batch(batch, self.gen, device)
+            self.source = f"shapes3d-synth ({device} render)"
         except Exception as err:  # the renderer is optional for a throughput figure
             print(f"(procedural data unavailable: {err!r}; timing on noise images)", flush=True)
             self.ds = None
@@ -84,8 +85,13 @@ class Batches:
 
     def __call__(self) -> torch.Tensor:
         if self.ds is None:
-            return torch.rand(self.batch, 3, 64, 64, device="cuda", generator=self.gen) * 2 - 1
-        return self.ds.sample_batch(self.batch, self.gen, "cuda")[0]
+            return torch.rand(self.batch, 3, 64, 64, device=self.device, generator=self.gen) * 2 - 1
+        return self.ds.sample_batch(self.batch, self.gen, self.device)[0]
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def parse_variant(variant: str) -> dict:
@@ -100,10 +106,10 @@ def parse_variant(variant: str) -> dict:
             "optimizer": "adamw" if "adamw" in parts else "fradam" if "fradam" in parts else "radam"}
 
 
-def build(overrides: list[str], v: dict):
+def build(overrides: list[str], v: dict, device: str = "cuda"):
     torch.manual_seed(0)
     cfg = load_config(None, overrides)
-    model = build_method(cfg).cuda()
+    model = build_method(cfg).to(device)
     params = list(model.parameters())
     if v["optimizer"] == "radam":  # the official optimizer, PyTorch's foreach implementation
         opt = torch.optim.RAdam(params, lr=1e-4, weight_decay=0.0, foreach=True)
@@ -118,36 +124,37 @@ def build(overrides: list[str], v: dict):
 
 
 def bench(overrides: list[str], batch: int, variant: str, steps: int, warmup: int,
-          profile_path: str | None = None) -> dict:
+          profile_path: str | None = None, device: str = "cuda") -> dict:
+    """Images/s of `steps` training steps after `warmup` (on the CPU: the same code at
+    small sizes, to check the script, not to time it)."""
     v = parse_variant(variant)
-    model, opt, step = build(overrides, v)
-    data = Batches(batch)
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    model, opt, step = build(overrides, v, device)
+    data = Batches(batch, device)
+    gen = torch.Generator(device=device).manual_seed(1)
+    synchronize(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(warmup):
         step(data(), gen)
-    torch.cuda.synchronize()
+    synchronize(device)
     warm_s = time.perf_counter() - t0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    total = torch.zeros((), device="cuda")
-    start.record()
+    total = torch.zeros((), device=device)
+    t0 = time.perf_counter()
     for _ in range(steps):
         total += step(data(), gen)
-    end.record()
-    torch.cuda.synchronize()
-    sec = start.elapsed_time(end) / 1e3
+    synchronize(device)
+    sec = time.perf_counter() - t0
     # rendering alone, to see what the data costs inside the timed step
-    start.record()
+    t0 = time.perf_counter()
     for _ in range(steps):
         data()
-    end.record()
-    torch.cuda.synchronize()
-    render_s = start.elapsed_time(end) / 1e3 / steps
+    synchronize(device)
+    render_s = (time.perf_counter() - t0) / steps
     result = {
         "variant": variant, "batch": batch, **v, "steps": steps, "s_per_step": sec / steps,
-        "img_per_s": steps * batch / sec, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30,
+        "img_per_s": steps * batch / sec,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
         "warmup_s": warm_s, "render_ms_per_step": render_s * 1e3, "data": data.source,
         "mean_loss": (total / steps).item(),
     }
@@ -155,7 +162,8 @@ def bench(overrides: list[str], batch: int, variant: str, steps: int, warmup: in
         result["profile"] = profile(step, data, gen, profile_path)
     del model, opt, step, data
     torch._dynamo.reset()
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return result
 
 
@@ -227,7 +235,7 @@ def main() -> None:
     ap.add_argument("--preset", default="paper", help="U-Net preset (paper = the official architecture)")
     ap.add_argument("--batches", default="32,max", help="comma list of batch sizes; 'max' = largest that fits")
     ap.add_argument("--variants", default="bf16+compile+cl+copt",
-                    help="comma list of '+'-joined flags: fp32|bf16, compile, cl, copt, cg, mat, adamw")
+                    help="comma list of '+'-joined flags: fp32|bf16, compile, cl, copt, cg, mat, fradam, adamw")
     ap.add_argument("--max-variants", default=None,
                     help="variants for the 'max' batch (default: the last of --variants)")
     ap.add_argument("--max-batch", type=int, default=256)
@@ -239,14 +247,19 @@ def main() -> None:
     ap.add_argument("--official-batch", type=int, default=32)
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
     ap.add_argument("--out", default=os.environ.get("OUT", ".") + "/gpu_throughput.json")
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                    help="cpu: run the same code at small sizes to check the script (no timing value, no MFU)")
     args = ap.parse_args()
+    cuda = args.device == "cuda"
+    if not cuda and (args.official or args.profile or "max" in args.batches.split(",")):
+        raise SystemExit("--official, --profile and batch 'max' need --device cuda")
 
-    overrides = [f"unet.preset={args.preset}", "method.num_concepts=6", *args.set]
-    props = torch.cuda.get_device_properties(0)
-    info = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    overrides = [f"unet.preset={args.preset}", "method.num_concepts=6", f"train.device={args.device}", *args.set]
+    info = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
             "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d"),
-            "command": " ".join(sys.argv), "gpu_mem_gb": props.total_memory / 2**30}
-    info["bf16_peak_tflops"] = measured_bf16_peak() / 1e12
+            "command": " ".join(sys.argv),
+            "gpu_mem_gb": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None}
+    info["bf16_peak_tflops"] = measured_bf16_peak() / 1e12 if cuda else None
     info["fdae_gflop_per_image"] = flops_per_image(overrides) / 1e9
     info["official_gflop_per_image"] = OFFICIAL_GFLOP_PER_IMAGE
     with torch.device("meta"):
@@ -256,7 +269,7 @@ def main() -> None:
     official = run_official(args.official_batch, args.official_steps) if args.official else None
     info["official"] = official
     print(json.dumps({"official": official}), flush=True)
-    peak = info["bf16_peak_tflops"] * 1e12
+    peak = info["bf16_peak_tflops"] * 1e12 if cuda else float("nan")
     rows: list[dict] = []
     outdir = Path(args.out).parent
     outdir.mkdir(parents=True, exist_ok=True)
@@ -288,13 +301,13 @@ def main() -> None:
             if variant == prof_variant and str(batch) == (prof_batch or str(batch)):
                 prof = str(outdir / f"profile_{variant.replace('+', '_')}_b{batch}.txt")
             try:
-                record(bench(overrides, batch, variant, args.steps, args.warmup, prof))
+                record(bench(overrides, batch, variant, args.steps, args.warmup, prof, args.device))
             except torch.OutOfMemoryError:
                 print(f"batch {batch} {variant}: out of memory", flush=True)
                 torch._dynamo.reset()
                 torch.cuda.empty_cache()
 
-    print(f"\n{info['device']}, torch {info['torch']}, bf16 peak {info['bf16_peak_tflops']:.0f} TFLOP/s "
+    print(f"\n{info['device']}, torch {info['torch']}, bf16 peak {peak / 1e12:.0f} TFLOP/s "
           f"(measured), {OFFICIAL_GFLOP_PER_IMAGE} GFLOP/image (official count; fdae's counter: "
           f"{info['fdae_gflop_per_image']:.1f})")
     print("\n| code | preset | batch | precision | compile | flags | images/s | MFU | peak mem (GiB) |")
@@ -303,10 +316,11 @@ def main() -> None:
         print(f"| official FDAE (train.sh, fp16 AMP, RAdam) | paper | {official['batch']} | fp16 | no | - "
               f"| {official['img_per_s']:.1f} | {official['img_per_s'] * OFFICIAL_GFLOP_PER_IMAGE * 1e9 / peak:.1%} | - |")
     for r in rows:
-        flags = "+".join(f for f in ("cl", "copt", "adamw") if f in r["variant"].split("+")) or "-"
+        flags = "+".join(f for f in ("cl", "copt", "fradam", "adamw") if f in r["variant"].split("+")) or "-"
         comp = (r["compile_mode"] or "default") if r["compile"] else "no"
+        mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "-"
         print(f"| fdae | {r['preset']} | {r['batch']} | {r['precision']} | {comp} | {flags} "
-              f"| {r['img_per_s']:.1f} | {r['mfu']:.1%} | {r['peak_mem_gb']:.1f} |")
+              f"| {r['img_per_s']:.1f} | {r['mfu']:.1%} | {mem} |")
     if official and rows:
         base = official["img_per_s"]
         b32 = max((r["img_per_s"] for r in rows if r["batch"] == 32), default=None)
