@@ -51,14 +51,20 @@ def test_encoder_snapshot_has_no_unet_and_encodes_identically():
     assert torch.equal(method.encode(images), rebuilt.encode(images))
 
 
-def test_killed_evaluation_runs_again_on_resume(tmp_path):
-    res = train(_cfg("train.steps=2"), tmp_path / "run", progress=False, tensorboard=False)
+@pytest.fixture
+def trained(tmp_path):
+    """(run, method, cfg, said, logged, evaluator) of a 2-step run and a fresh evaluator."""
     from fdae.train.checkpoint import load_run
 
-    method = load_run(res.run_dir).method
+    res = train(_cfg("train.steps=2"), tmp_path / "run", progress=False, tensorboard=False)
     cfg = _cfg("train.eval_every=2")
     said, logged = [], []
     ev = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append)
+    return res, load_run(res.run_dir).method, cfg, said, logged, ev
+
+
+def test_killed_evaluation_runs_again_on_resume(trained):
+    res, method, cfg, said, logged, ev = trained
     ev.submit(method, 2, 0.5, True)
     ev.submit(method, 7, 0.9, True)  # a step past the checkpoint we will resume from
     ev.stop()  # as a crash or a signal would: the workers die, the snapshots stay
@@ -102,16 +108,10 @@ def test_async_workers_must_not_be_negative():
         _cfg("eval.async_workers=-1")
 
 
-def test_worker_killed_by_a_signal_keeps_its_snapshot_and_a_written_record_is_not_redone(tmp_path):
+def test_worker_killed_by_a_signal_keeps_its_snapshot_and_a_written_record_is_not_redone(trained):
     import signal
 
-    res = train(_cfg("train.steps=2"), tmp_path / "run", progress=False, tensorboard=False)
-    from fdae.train.checkpoint import load_run
-
-    method = load_run(res.run_dir).method
-    cfg = _cfg("train.eval_every=2")
-    said, logged = [], []
-    ev = AsyncEvaluator(res.run_dir, cfg, 1, torch.device("cpu"), logged.append, said.append)
+    res, method, cfg, said, logged, ev = trained
     ev.submit(method, 2, 0.5, True)
     ev.jobs[0].proc.send_signal(signal.SIGTERM)  # as a scheduler's SIGTERM would, were it sent to the worker
     ev.drain()
