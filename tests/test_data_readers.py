@@ -1,6 +1,7 @@
 """Readers of the real files, on small files written here in the published layouts."""
 
 import gzip
+from pathlib import Path
 import struct
 import zipfile
 
@@ -310,3 +311,44 @@ def test_cached_npy_rebuilds_a_truncated_cache_and_writes_atomically(tmp_path):
     assert not list(tmp_path.glob("*.partial*"))
     cache.write_bytes(cache.read_bytes()[:40])  # as if a write had been cut off
     assert cached_npy(cache, build).tolist() == first.tolist() and len(calls) == 2  # rebuilt
+
+
+def _decode_member_via_cache(args):
+    path, cache = args
+    from fdae.data import npz
+
+    return np.asarray(npz.load_or_cache(Path(path), "images", "mpi3d-toy", Path(cache), in_ram_limit=0)).sum()
+
+
+def test_compressed_member_cache_is_built_once_by_concurrent_processes(tmp_path):
+    """DDP ranks open the same compressed file at once: one decodes (under a lock, into a
+    temporary file renamed into place), the others wait; all read the full array."""
+    import multiprocessing as mp
+
+    imgs = np.random.RandomState(1).randint(0, 256, size=(20000, 8, 8, 3)).astype(np.uint8)
+    np.savez_compressed(tmp_path / "m.npz", images=imgs)
+    cache = tmp_path / "cache" / "m.images.npy"
+    cache.parent.mkdir()
+    with mp.get_context("spawn").Pool(3) as pool:
+        sums = pool.map(_decode_member_via_cache, [(str(tmp_path / "m.npz"), str(cache))] * 3)
+    assert sums == [int(imgs.sum())] * 3
+    assert not list(cache.parent.glob("*.partial*"))
+    from fdae.data import npz
+
+    assert np.array_equal(npz.load_or_cache(tmp_path / "m.npz", "images", "t", cache, 0), imgs)
+
+
+def test_npz_fortran_order_and_corrupt_members_are_refused(tmp_path):
+    from fdae.data import npz
+
+    imgs = np.random.RandomState(0).randint(0, 256, size=(50, 8, 8, 3)).astype(np.uint8)
+    np.savez(tmp_path / "f.npz", images=np.asfortranarray(imgs))
+    with pytest.raises(FdaeError, match="Fortran"):
+        npz.load_or_cache(tmp_path / "f.npz", "images", "t", tmp_path / "f.npy", 1 << 30)
+    np.savez_compressed(tmp_path / "c.npz", images=np.random.RandomState(0).randint(0, 256, size=(400, 64, 64, 3)).astype(np.uint8))
+    raw = bytearray((tmp_path / "c.npz").read_bytes())
+    mid = len(raw) // 2
+    raw[mid : mid + 2048] = bytes(2048)
+    (tmp_path / "c.npz").write_bytes(bytes(raw))
+    with pytest.raises(FdaeError, match="corrupt|truncated"):
+        npz.load_or_cache(tmp_path / "c.npz", "images", "t", tmp_path / "c.npy", 1 << 30)

@@ -7,8 +7,11 @@ packed or copied without 3 GB of RAM.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -69,12 +72,18 @@ def iter_rows(path: Path, key: str, name: str, chunk: int = 4096) -> Iterator[np
     """Stream a member's rows in chunks (works for compressed members)."""
     with _open_zip(path, name) as zf, zf.open(key + ".npy") as fp:
         shape, fortran, dtype = _read_header(fp)
+        if fortran and len(shape) > 1:
+            raise FdaeError(f"{name}: {path}: '{key}' is stored in Fortran (column-major) order, which cannot be "
+                            f"read row by row; save it again with np.ascontiguousarray (C order).")
         row_shape = tuple(shape[1:])
         row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
         left = shape[0]
         while left:
             n = min(chunk, left)
-            buf = fp.read(n * row_bytes)
+            try:
+                buf = fp.read(n * row_bytes)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+                raise FdaeError(f"{name}: {path}: '{key}' is corrupt ({err}); re-download the file.") from None
             if len(buf) != n * row_bytes:
                 raise FdaeError(f"{name}: {path}: '{key}' is truncated; re-download the file.")
             yield np.frombuffer(buf, dtype=dtype).reshape((n,) + row_shape)
@@ -92,10 +101,30 @@ def load_or_cache(path: Path, key: str, name: str, cache_file: Path, in_ram_limi
         return np.concatenate(list(iter_rows(path, key, name)), axis=0)
     stamp = cache_file.with_suffix(".src")
     ident = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
-    if not (cache_file.exists() and stamp.exists() and stamp.read_text() == ident):
-        from tqdm import tqdm
+    if not _cache_current(cache_file, stamp, ident):
+        # One process decodes (DDP ranks and parallel jobs wait on the lock), into a
+        # temporary file renamed into place: a reader never sees a half-written cache and
+        # a process that still maps an old one keeps its (unlinked) file.
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache_file.with_name(cache_file.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+            if not _cache_current(cache_file, stamp, ident):
+                _decode_to(cache_file, stamp, ident, path, key, name, shape, dtype)
+    return np.load(cache_file, mmap_mode="r")
 
-        out = npy_format.open_memmap(cache_file, mode="w+", dtype=dtype, shape=shape)
+
+def _cache_current(cache_file: Path, stamp: Path, ident: str) -> bool:
+    return cache_file.exists() and stamp.exists() and stamp.read_text() == ident
+
+
+def _decode_to(cache_file: Path, stamp: Path, ident: str, path: Path, key: str, name: str,
+               shape: tuple[int, ...], dtype: np.dtype) -> None:
+    from tqdm import tqdm
+
+    stamp.unlink(missing_ok=True)
+    tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")
+    try:
+        out = npy_format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         pos = 0
         with tqdm(total=shape[0], desc=f"{name}: decompressing {path.name} once", unit="img") as bar:
             for rows in iter_rows(path, key, name):
@@ -104,5 +133,7 @@ def load_or_cache(path: Path, key: str, name: str, cache_file: Path, in_ram_limi
                 bar.update(len(rows))
         out.flush()
         del out
-        stamp.write_text(ident)
-    return np.load(cache_file, mmap_mode="r")
+        os.replace(tmp, cache_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    stamp.write_text(ident)
