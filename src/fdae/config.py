@@ -284,6 +284,16 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def with_absolute_paths(cfg: Config) -> Config:
+    """`data.root` and a `folder:PATH` dataset made absolute (and `~` expanded), so that a
+    run's saved config finds its data from any working directory later."""
+    if cfg.data.root is not None:
+        cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
+    if cfg.data.name.startswith("folder:"):
+        cfg.data.name = "folder:" + str(Path(cfg.data.name[len("folder:"):]).expanduser().absolute())
+    return cfg
+
+
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fdae.errors import FdaeError
+from fdae.errors import FdaeError, require_output_file
 
 
 def _root_arg(p: argparse.ArgumentParser) -> None:
@@ -70,10 +70,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     if args.columns < 2:
         raise FdaeError("--columns must be at least 2.")
-    ds = get_dataset(args.name, args.data_root)
     out = Path(args.out)
-    if out.parent and not out.parent.exists():
+    require_output_file(out, "--out", (".png", ".jpg", ".jpeg", ".webp"))
+    if not out.parent.exists():
         raise FdaeError(f"output folder '{out.parent}' does not exist; create it first.")
+    ds = get_dataset(args.name, args.data_root)
     preview_image(ds, columns=args.columns, seed=args.seed).save(out)
     what = "traversal grid" if getattr(ds, "factor_sizes", None) is not None else "example images"
     print(f"wrote {out}: {what} of {ds.describe()}")
@@ -89,6 +90,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             limit = tuple(int(x) for x in args.factor_sizes.split(","))
         except ValueError:
             raise FdaeError(f"--factor-sizes must be comma-separated integers, got '{args.factor_sizes}'.") from None
+    require_output_file(args.file, "export to")
     path = export(args.name, args.file, limit_sizes=limit, progress=not args.no_progress)
     print(f"wrote {path}: {args.name} (procedural stand-in) in the real file layout")
     return 0

@@ -40,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     cfg = load_config(args.config, [f"train.device={device}", f"train.time_limit_min={args.minutes}",
                                     *args.overrides])
-    print(f"fdae demo: training {cfg.name} on {cfg.data.name} (procedural, rendered on {device}) "
+    from fdae.data import get_dataset
+
+    dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
+    if getattr(dataset, "factor_sizes", None) is None:
+        raise FdaeError(f"the demo evaluates on a dataset with ground-truth factors, and {cfg.data.name} is an image "
+                        f"folder; train on it with `fdae train`, then use `fdae viz RUN_DIR` and `fdae eval RUN_DIR`")
+    kind = f"procedural, rendered on {device}" if dataset.procedural else "real files"
+    print(f"fdae demo: training {cfg.name} on {cfg.data.name} ({kind}) "
           f"for at most {args.minutes:g} min or {cfg.train.steps} steps")
     t0 = time.time()
     result = train(cfg, run_dir)
@@ -65,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     results["figures"] = {k: str(v) for k, v in figures.items()}
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
-    print(f"\ntrained {loaded.step} steps in {train_s / 60:.1f} min; dataset: {dataset.name} (procedural)")
+    print(f"\ntrained {loaded.step} steps in {train_s / 60:.1f} min; dataset: {dataset.name} "
+          f"({'procedural' if dataset.procedural else 'real files'})")
     print(f"{'protocol':10s} {'DCI':>7s} {'FactorVAE':>10s} {'MIG':>7s} {'SAP':>7s}")
     for protocol, res in results["protocols"].items():
         m = res["metrics"]

@@ -231,17 +231,25 @@ def write_json(result: dict, path: str) -> None:
 
 # --------------------------------------------------------------------------- command
 def _device(name: str):
-    import torch
+    from fdae.train.distributed import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise FdaeError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FdaeError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
-    return dev
+    return resolve_device(name, source="--device")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output paths and --plot's needs, checked before any evaluation work."""
+    from fdae.errors import require_output_file
+
+    if args.out:
+        require_output_file(args.out, "--out", (".json",))
+    if args.plot:
+        require_output_file(args.plot, "--plot", (".png", ".pdf", ".svg"))
+        from fdae.metrics.protocol import _parse_metrics
+
+        if "dci" not in _parse_metrics(args.metrics, args.protocol):
+            raise FdaeError("--plot draws DCI's importance matrix: include dci in --metrics.")
+    if args.encode_batch_size < 1:
+        raise FdaeError("--encode-batch-size must be at least 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -250,8 +258,13 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "probe", None):
         return run_probe(args)
     device = _device(args.device)
+    _check_outputs(args)
     spec = args.representation
     name = args.dataset or (DEFAULT_DATASET if spec in REFERENCE_REPRESENTATIONS or not os.path.exists(spec) else None)
+    if name is None and args.data_root:  # the run's own dataset, read from the root given here
+        from fdae.train.checkpoint import resolve_checkpoint, run_config
+
+        name = run_config(resolve_checkpoint(spec)[0]).data.name
     dataset = load_dataset(name, args.data_root, spec) if name else None  # None: the run's own dataset
     if dataset is not None and spec in REFERENCE_REPRESENTATIONS:
         dataset = with_factors(dataset)
@@ -307,6 +320,7 @@ def run_probe(args: argparse.Namespace) -> int:
         raise FdaeError(f"unknown probe {args.probe!r}; the one probe is 'linear'.")
     if args.plot:
         raise FdaeError("--plot draws DCI's importance matrix, which the linear probe does not compute; drop --plot.")
+    _check_outputs(args)
     spec = args.representation
     if spec == "oracle":
         raise FdaeError("the oracle reads ground-truth factors, not images, so there is nothing to probe; "

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from fdae.errors import FdaeError
+    from fdae.errors import FdaeError, require_output_file
     from fdae.train.checkpoint import load_run
     from fdae.train.distributed import resolve_device
     from fdae.viz.grids import pair_grid, save_png
@@ -37,13 +37,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.n < 1:
         raise FdaeError("--steps and --n must be at least 1")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, source="--device")
+    if args.out:
+        require_output_file(args.out, "--out", (".png",))
     loaded = load_run(args.run_dir, device=device, use_ema=not args.no_ema)
+    out = Path(args.out) if args.out else loaded.run_dir / "samples" / f"reconstructions_step_{loaded.step:08d}.png"
     images, _ = loaded.dataset.sample_batch(args.n, make_generator(args.seed, 0, 5, device), device)
     recon = loaded.method.reconstruct(images, steps=args.steps, generator=make_generator(args.seed, 1, 5, device))
-    out = Path(args.out) if args.out else loaded.run_dir / "samples" / f"reconstructions_step_{loaded.step:08d}.png"
-    if out.suffix.lower() != ".png":
-        raise FdaeError(f"--out must name a .png file, got {out}")
     save_png(pair_grid(images, recon), out)
     mse = torch.mean((recon.float() - images.float()) ** 2).item()
     print(f"dataset {loaded.dataset.name}; {loaded.cfg.method.name} at step {loaded.step}"

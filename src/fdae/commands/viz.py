@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fdae.errors import FdaeError
+from fdae.errors import FdaeError, require_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from fdae.train.distributed import resolve_device
+
+    return resolve_device(name, source="--device")
 
 
 def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = None, seed: int = 0,
@@ -53,16 +53,19 @@ def run(args: argparse.Namespace) -> int:
     from fdae.data import get_dataset
     from fdae.train.checkpoint import load_run, resolve_checkpoint, run_config
 
+    if args.n < 1:
+        raise FdaeError("--n must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        raise FdaeError("--steps must be at least 1 (Heun sampler steps)")
     device = pick_device(args.device)
     run_dir, _ = resolve_checkpoint(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "figures"
+    require_output_dir(out, "--out")
     dataset = None
     if args.data_root:
         cfg = run_config(run_dir)
-        dataset = get_dataset(cfg.data.name, root=args.data_root)
+        dataset = get_dataset(cfg.data.name, root=args.data_root, image_size=cfg.data.image_size)
     loaded = load_run(args.run_dir, device=device, use_ema=not args.no_ema, dataset=dataset)
-    if args.n < 1:
-        raise FdaeError("--n must be at least 1")
-    out = Path(args.out) if args.out else run_dir / "figures"
     written = write_figures(loaded.method, loaded.dataset, out, args.n, args.steps, args.seed, device)
     print(f"figures of {run_dir} (step {loaded.step}, dataset {loaded.dataset.name}):")
     for name, path in written.items():

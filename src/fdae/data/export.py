@@ -59,13 +59,18 @@ def export(name: str, path: str | os.PathLike, limit_sizes: tuple[int, ...] | No
 
     bar = tqdm(total=int(np.prod(sizes)), desc=f"exporting {name} ({EXPORTABLE[name]})", unit="img",
                disable=not progress)
+    if path.is_dir():
+        raise FdaeError(f"{name}: {path} is a folder; give a file name inside it.")
     tmp = path.with_name(path.name + ".partial")
-    with bar:
-        if name == "shapes3d-synth":
-            _write_h5(ds, tmp, sizes, batch, bar)
-        else:
-            _write_npz(ds, tmp, sizes, batch, bar)
-    os.replace(tmp, path)
+    try:
+        with bar:
+            if name == "shapes3d-synth":
+                _write_h5(ds, tmp, sizes, batch, bar)
+            else:
+                _write_npz(ds, tmp, sizes, batch, bar)
+        os.replace(tmp, path)
+    finally:  # an error or Ctrl-C leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -31,7 +31,11 @@ def resolve_root(root: str | os.PathLike | None) -> Path | None:
 def cache_dir() -> Path:
     """Where decoded copies of compressed files go ($FDAE_CACHE_DIR or ~/.cache/fdae)."""
     path = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "fdae")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FdaeError(f"cannot use the cache folder {path} ({err.strerror}); point ${ENV_CACHE} at a "
+                        f"writable folder") from None
     return path
 
 
@@ -41,7 +45,8 @@ def find_file(name: str, root: Path | None, relpaths: tuple[str, ...], published
     if root is None:
         raise FdaeError(
             f"{name}: no data root given; expected the file '{expected}' under it. "
-            f"Pass --data-root DIR (or set {ENV_ROOT}=DIR). The dataset is published at {published}."
+            f"Give it with data.root=DIR (fdae train), --data-root DIR (fdae eval, viz, data) or "
+            f"{ENV_ROOT}=DIR. The dataset is published at {published}."
         )
     for rel in relpaths:
         if (root / rel).exists():
@@ -49,8 +54,8 @@ def find_file(name: str, root: Path | None, relpaths: tuple[str, ...], published
     also = f" (also looked for {', '.join(relpaths[1:])})" if len(relpaths) > 1 else ""
     raise FdaeError(
         f"{name}: file '{expected}' not found in data root '{root}'{also}. "
-        f"Download it from {published} and put it there, or point --data-root / {ENV_ROOT} "
-        "at the folder that holds it."
+        f"Download it from {published} and put it there, or point data.root (fdae train), --data-root "
+        f"(fdae eval, viz, data) or {ENV_ROOT} at the folder that holds it."
     )
 
 

@@ -82,8 +82,15 @@ def scan(folder: Path) -> tuple[list[str], list[tuple[int, int]], int]:
     """Image files under `folder` (posix paths relative to it, sorted), their
     (size, mtime_ns), and how many other (non-image, non-hidden) files were seen."""
     files, others = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen = {os.path.realpath(folder)}  # linked subfolders are followed, each real folder once (no cycles)
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         for fn in filenames:
             if fn.startswith("."):
                 continue

@@ -189,7 +189,7 @@ class Shapes3DSynth(GroundTruthDataset):
         if isinstance(factors, torch.Tensor) and not check:
             f = factors
         else:
-            f = torch.from_numpy(self.check_factors(factors))
+            f = torch.from_numpy(self.check_factors(factors)).reshape(-1, 6)
         device = torch.device(device) if device is not None else f.device
         f = f.to(device)
         geom, palette, bg = self._tables(device)

@@ -40,7 +40,9 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, source: str = "train.device") -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a device that exists here, or one FdaeError naming
+    `source` (the config key or command-line flag the name came from)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -48,12 +50,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise FdaeError(f"config key 'train.device' is {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise FdaeError(f"{source} is {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise FdaeError("train.device asks for CUDA but no CUDA device is visible; use train.device=cpu")
+            raise FdaeError(f"{source} asks for CUDA but no CUDA device is visible; use cpu")
         if (device.index or 0) >= torch.cuda.device_count():
-            raise FdaeError(f"train.device={name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise FdaeError(f"{source}={name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device.type != "cpu":
+        raise FdaeError(f"{source} is {name!r}; fdae runs on cpu or cuda")
     return device
 
 

@@ -20,6 +20,7 @@ in a row raise `TrainingDiverged` after saving the last good weights.
 from __future__ import annotations
 
 import contextlib
+import copy
 import signal
 import sys
 import threading
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fdae.config import Config, save_config, to_dict
+from fdae.config import Config, save_config, to_dict, with_absolute_paths
 from fdae.errors import FdaeError
 from fdae.train import checkpoint as ckpt_io
 from fdae.train import distributed
@@ -86,6 +87,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
     """Train `cfg` in `run_dir` (None: runs/NAME-TIMESTAMP); `resume=True` continues the
     newest checkpoint of `run_dir` (the caller passes the run's config, see
     `fdae.train.checkpoint.run_config`). Under `torchrun` every rank calls this."""
+    cfg = with_absolute_paths(copy.deepcopy(cfg))
     info = distributed.setup(cfg.train.device, cfg.train.dist_backend)
     try:
         if run_dir is None:
