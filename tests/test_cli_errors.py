@@ -62,6 +62,14 @@ def test_viz_and_sample_refuse_bad_arguments_before_working(run_dir, tmp_path, c
     _fails(["demo", "--out", str(tmp_path / "d"), "--device", "bogus"], capsys, "--device")
 
 
+def test_a_dataset_unlike_the_runs_and_a_run_dir_that_is_a_file_are_named(run_dir, tmp_path, capsys):
+    _fails(["eval", str(run_dir), "--dataset", "dsprites-synth", "--metrics", "mig"], capsys, "3-channel",
+           "1-channel")
+    (tmp_path / "afile").write_text("x")
+    _fails(["train", "--config", TINY, *QUIET, "train.steps=1", "--run-dir", str(tmp_path / "afile" / "run")],
+           capsys, "--run-dir", "is a file")
+
+
 def test_eval_checks_outputs_before_evaluating(tmp_path, capsys):
     _fails(["eval", "oracle", "--plot", str(tmp_path / "imp.xyz")], capsys, "--plot")
     _fails(["eval", "oracle", "--metrics", "mig", "--plot", str(tmp_path / "imp.png")], capsys, "include dci")

@@ -216,6 +216,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", use_ema: b
     cfg = config_from_dict(data["config"])
     if dataset is None:
         dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
+    trained_channels = data["model"].get("unet.out.2.weight")
+    if trained_channels is not None and trained_channels.shape[0] != dataset.num_channels:
+        raise FdaeError(f"{ckpt} was trained on {trained_channels.shape[0]}-channel images ({cfg.data.name}), but "
+                        f"{dataset.name} has {dataset.num_channels}-channel images; use a dataset like the run's")
     method = build_method(cfg, dataset.num_channels, dataset.image_size)
     load_state_into(method, data["model"], ckpt)
     used_ema = False

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from fdae.config import Config, save_config, to_dict, with_absolute_paths
-from fdae.errors import FdaeError
+from fdae.errors import FdaeError, require_output_dir
 from fdae.train import checkpoint as ckpt_io
 from fdae.train import distributed
 from fdae.train.ema import EMA
@@ -186,6 +186,7 @@ class _Trainer:
 
     def _prepare_run_dir(self, resume: bool) -> Path | None:
         run_dir = self.run_dir
+        require_output_dir(run_dir, "--run-dir")
         start = None
         if resume:
             ckpt_io.require_run_dir(run_dir)
