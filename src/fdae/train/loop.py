@@ -427,8 +427,13 @@ class _Trainer:
         finally:
             self._restore_signal_handlers(old_handlers)
             bar.close()
-        if self.last_ckpt is None or _step_of(self.last_ckpt) != self.step:
-            self.save()
+        try:
+            if self.last_ckpt is None or _step_of(self.last_ckpt) != self.step:
+                self.save()
+        except BaseException:
+            if self.async_eval is not None:  # no worker outlives a failed run
+                self.async_eval.stop()
+            raise
         if self.async_eval is not None:
             if reason == "signal" or (reason == "time_limit" and not cfg.eval.async_wait):
                 self.async_eval.stop()  # their snapshots are evaluated when the run resumes
