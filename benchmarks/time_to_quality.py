@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
+from fdae.cli import python_module_command  # noqa: E402
 from fdae.commands.viz import write_figures  # noqa: E402
 from fdae.config import load_config  # noqa: E402
 from fdae.metrics import evaluate  # noqa: E402
@@ -104,11 +104,10 @@ def train_sessions(args: argparse.Namespace, run_dir: Path) -> tuple[float, bool
 def start_dlib_evaluation(run_dir: Path, out: Path, args: argparse.Namespace, device: str) -> subprocess.Popen:
     """The standard-protocol evaluation in its own process (`fdae eval`), beside the
     paper protocol's in this one: the two share the GPU briefly and the CPU cores."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-P", "-m", "fdae", "eval", str(run_dir), "--protocol", "dlib", "--metrics", args.dlib_metrics,
-           "--num-train", str(args.dlib_train), "--num-test", str(args.dlib_test), "--seed", "0",
-           "--device", device, "--out", str(out), "--quiet"]
+    cmd, env = python_module_command("fdae", "eval", str(run_dir), "--protocol", "dlib", "--metrics",
+                                     args.dlib_metrics, "--num-train", str(args.dlib_train), "--num-test",
+                                     str(args.dlib_test), "--seed", "0", "--device", device, "--out", str(out),
+                                     "--quiet")
     return subprocess.Popen(cmd, env=env)
 
 

@@ -127,8 +127,6 @@ def test_trainer_fused_path_equals_plain_path(tmp_path, monkeypatch):
     from fdae.train.loop import train
     from fdae.train.logging import read_jsonl
 
-    from _train_helpers import params_of
-
     cls = type(get_dataset("dsprites-synth"))
     original = cls.sample_batch
     calls = {"n": 0}

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from fdae.errors import FdaeError
 
 COMMANDS = ("data", "train", "eval", "sample", "viz", "demo")
+
+
+def python_module_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) that run `python -m module args` in a child process on this
+    very fdae: its source folder first on PYTHONPATH, and `-P` so that the working
+    directory cannot shadow it."""
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return [sys.executable, "-P", "-m", module, *args], env
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from fdae.errors import FdaeError
+from fdae.train.distributed import resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fdae.commands.viz import pick_device, write_figures
+    from fdae.commands.viz import write_figures
     from fdae.config import load_config
     from fdae.metrics import evaluate
     from fdae.metrics.utils import to_builtin
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = out / "run"
     if run_dir.exists():
         raise FdaeError(f"{run_dir} exists already; pass another --out or remove it")
-    device = pick_device(args.device)
+    device = resolve_device(args.device, source="--device")
     cfg = load_config(args.config, [f"train.device={device}", f"train.time_limit_min={args.minutes}",
                                     *args.overrides])
     from fdae.data import get_dataset

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from typing import Callable
@@ -29,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from fdae.errors import FdaeError
+from fdae.train.distributed import resolve_device
 
 REFERENCE_REPRESENTATIONS = ("oracle", "random")
 DEFAULT_DATASET = "shapes3d-synth"
@@ -217,25 +217,7 @@ def _code_labels(result: dict, n: int) -> list[str]:
     return labels if len(labels) == n else [f"z{i}" for i in range(n)]
 
 
-def write_json(result: dict, path: str) -> None:
-    from fdae.metrics.utils import to_builtin
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(to_builtin(result), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- command
-def _device(name: str):
-    from fdae.train.distributed import resolve_device
-
-    return resolve_device(name, source="--device")
-
-
 def _check_outputs(args: argparse.Namespace) -> None:
     """Output paths and --plot's needs, checked before any evaluation work."""
     from fdae.errors import require_output_file
@@ -244,9 +226,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
         require_output_file(args.out, "--out", (".json",))
     if args.plot:
         require_output_file(args.plot, "--plot", (".png", ".pdf", ".svg"))
-        from fdae.metrics.protocol import _parse_metrics
+        from fdae.metrics.protocol import parse_metrics
 
-        if "dci" not in _parse_metrics(args.metrics, args.protocol):
+        if "dci" not in parse_metrics(args.metrics, args.protocol):
             raise FdaeError("--plot draws DCI's importance matrix: include dci in --metrics.")
     if args.encode_batch_size < 1:
         raise FdaeError("--encode-batch-size must be at least 1")
@@ -257,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "probe", None):
         return run_probe(args)
-    device = _device(args.device)
+    device = resolve_device(args.device, source="--device")
     _check_outputs(args)
     spec = args.representation
     name = args.dataset or (DEFAULT_DATASET if spec in REFERENCE_REPRESENTATIONS or not os.path.exists(spec) else None)
@@ -290,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.representation} on {result['dataset']['name']}{kind_txt}, protocol {args.protocol}, seed {args.seed}")
     print(format_table(result))
     if args.out:
+        from fdae.metrics.utils import write_json
+
         write_json(result, args.out)
         print(f"wrote {args.out}")
     if args.plot:
@@ -325,7 +309,7 @@ def run_probe(args: argparse.Namespace) -> int:
     if spec == "oracle":
         raise FdaeError("the oracle reads ground-truth factors, not images, so there is nothing to probe; "
                         "probe a trained run (RUN_DIR) or 'random'.")
-    device = _device(args.device)
+    device = resolve_device(args.device, source="--device")
     if args.dataset is None and spec in REFERENCE_REPRESENTATIONS:
         raise FdaeError(f"--probe linear with {spec!r} needs --dataset folder:PATH (a labelled image folder).")
     dataset = load_dataset(args.dataset, args.data_root, spec) if args.dataset else None
@@ -352,6 +336,8 @@ def run_probe(args: argparse.Namespace) -> int:
           f"{result['num_train']} training / {result['num_test']} held-out images")
     print(format_probe(result))
     if args.out:
+        from fdae.metrics.utils import write_json
+
         write_json(result, args.out)
         print(f"wrote {args.out}")
     return 0

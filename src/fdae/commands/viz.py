@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from fdae.errors import FdaeError, require_output_dir
+from fdae.train.distributed import resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,12 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     p.set_defaults(func=run)
-
-
-def pick_device(name: str) -> torch.device:
-    from fdae.train.distributed import resolve_device
-
-    return resolve_device(name, source="--device")
 
 
 def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = None, seed: int = 0,
@@ -57,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise FdaeError("--n must be at least 1")
     if args.steps is not None and args.steps < 1:
         raise FdaeError("--steps must be at least 1 (Heun sampler steps)")
-    device = pick_device(args.device)
+    device = resolve_device(args.device, source="--device")
     run_dir, _ = resolve_checkpoint(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "figures"
     require_output_dir(out, "--out")

@@ -168,7 +168,8 @@ def paper_mig(codes, factors, groups, dims_per_group: int, num_clusters: int = 2
 
 
 # ------------------------------------------------------------------------- evaluate
-def _parse_metrics(metrics, protocol: str) -> list[str]:
+def parse_metrics(metrics, protocol: str) -> list[str]:
+    """Metric names (aliases resolved) checked against what `protocol` defines."""
     allowed = PROTOCOL_METRICS[protocol]
     if metrics is None:
         return list(allowed)
@@ -234,7 +235,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
     if isinstance(random_state, np.random.RandomState) or not isinstance(random_state, (int, np.integer)):
         raise FdaeError("evaluate() takes an int seed as random_state (each metric starts from RandomState(seed)).")
     seed = int(random_state)
-    names = _parse_metrics(metrics, protocol)
+    names = parse_metrics(metrics, protocol)
     if num_train < 2 or num_test < 1:
         raise FdaeError(f"num_train must be at least 2 and num_test at least 1 (got {num_train}, {num_test}).")
     if protocol == "paper":

@@ -216,3 +216,19 @@ def to_builtin(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     return obj
+
+
+def write_json(obj, path) -> None:
+    """`obj` as strict JSON (through `to_builtin`), written to a temporary file in the same
+    folder and renamed, so a reader never sees half a file."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(to_builtin(obj), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)

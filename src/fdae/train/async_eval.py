@@ -22,7 +22,6 @@ whose record is missing (a crash, a signal) is evaluated again when the run resu
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -63,19 +62,12 @@ def build_encoder(cfg: Config, state: dict[str, torch.Tensor], in_channels: int,
     return method.eval()
 
 
-def write_json_atomic(record: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
-
-
 @dataclass
 class _Job:
     step: int
     snapshot: Path
     proc: subprocess.Popen | None = None
     log: Any = None
-    started: float = 0.0
     scored: bool = False  # its record was written by an earlier session's worker
 
     @property
@@ -199,19 +191,16 @@ class AsyncEvaluator:
                 self.jobs.append(_Job(step, path, scored=path.with_suffix(".json").is_file()))
 
     def _start(self, job: _Job) -> None:
+        from fdae.cli import python_module_command
+
         job.result.unlink(missing_ok=True)
         if job.log is not None:
             job.log.close()
         job.log = open(job.log_path, "w")
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[2])  # so the worker imports this very fdae
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        # -P: the working directory does not shadow this fdae. A session of its own: a
-        # Ctrl-C or a scheduler's SIGTERM to the trainer's group reaches the trainer only,
-        # which stops its workers itself and leaves their snapshots for the resumed run.
-        cmd = [sys.executable, "-P", "-m", "fdae.train.async_eval", str(job.snapshot), "--device", str(self.device)]
+        cmd, env = python_module_command("fdae.train.async_eval", str(job.snapshot), "--device", str(self.device))
+        # A session of its own: a Ctrl-C or a scheduler's SIGTERM to the trainer's group
+        # reaches the trainer only, which stops its workers and keeps their snapshots.
         job.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=job.log, env=env, start_new_session=True)
-        job.started = time.perf_counter()
 
     def _finish(self, job: _Job) -> None:
         if job.log is not None:
@@ -275,9 +264,9 @@ def evaluate_snapshot(path: str | Path, device: str | torch.device = "cpu") -> d
               "ema": bool(data.get("ema", False)),
               "metrics": summarize_metrics(result) if result is not None else None,
               "eval_seconds": time.perf_counter() - t0, "background": True}
-    from fdae.metrics.utils import to_builtin
+    from fdae.metrics.utils import write_json
 
-    write_json_atomic(to_builtin(record), path.with_suffix(".json"))
+    write_json(record, path.with_suffix(".json"))
     return record
 
 

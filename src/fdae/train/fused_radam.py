@@ -34,6 +34,16 @@ from torch import Tensor
 _NO_BIAS_CORRECTION_STEP = float(2**60)  # beta ** step == 0.0 for any beta < 1
 
 
+_NO_CORRECTION: dict[torch.device, Tensor] = {}
+
+
+def _no_correction_step(device: torch.device) -> Tensor:
+    """The constant step tensor (read only by the kernel), made once per device."""
+    if device not in _NO_CORRECTION:
+        _NO_CORRECTION[device] = torch.full((), _NO_BIAS_CORRECTION_STEP, device=device)
+    return _NO_CORRECTION[device]
+
+
 def rho(step: float, beta2: float) -> float:
     """Length of the approximated SMA at `step` (RAdam, Liu et al. 2020, Eq. 4)."""
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
@@ -141,7 +151,7 @@ class FusedRAdam(torch.optim.Optimizer):
         rho_t = rho_inf - 2.0 * t * b2t / bc2
         rect = torch.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
         lr = (group["lr"] * rect * torch.sqrt(bc2) / (1.0 - torch.pow(beta1, t))).to(torch.float32)
-        no_correction = [torch.full((), _NO_BIAS_CORRECTION_STEP, device=device)] * len(params)
+        no_correction = [_no_correction_step(device)] * len(params)
         torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], no_correction, lr=lr, beta1=beta1,
                            beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
                            maximize=False, grad_scale=None, found_inf=inf)
