@@ -174,7 +174,7 @@ def test_bad_input_gives_one_clear_message(tmp_path, cache):
         get_dataset("folder:")
     with pytest.raises(FdaeError, match="multiple of 16"):
         get_dataset(f"folder:{tmp_path / 'bad'}", image_size=100)
-    with pytest.raises(FdaeError, match="only available for image folders"):
+    with pytest.raises(FdaeError, match="Higher resolutions are for image folders"):
         get_dataset("dsprites-synth", image_size=128)
     with pytest.raises(FdaeError, match="folder:PATH"):
         get_dataset("my_images")

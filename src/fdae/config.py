@@ -21,7 +21,7 @@ from fdae.errors import FdaeError
 class DataConfig:
     name: str = "shapes3d-synth"  # a dataset name (fdae data list), or folder:PATH for your own images
     root: str | None = None
-    image_size: int | None = None  # folder:PATH only: resolution (default 64; 128 supported)
+    image_size: int | None = None  # folder:PATH: 64 (default) or 128; ground-truth datasets: 32 or 16 (box-filtered)
 
 
 @dataclass
@@ -263,9 +263,10 @@ def validate(cfg: Config) -> Config:
     size = cfg.data.image_size
     if size is not None and (size < 16 or size % 16):
         raise FdaeError(f"config key 'data.image_size' must be a multiple of 16 (64 or 128) or null, got {size!r}")
-    if size is not None and not cfg.data.name.startswith("folder:") and size != 64:
-        raise FdaeError(f"config key 'data.image_size' is {size}, but {cfg.data.name} has 64x64 images; other "
-                        "resolutions are for image folders (data.name=folder:PATH). Leave it null.")
+    if size is not None and not cfg.data.name.startswith("folder:") and size not in (16, 32, 64):
+        raise FdaeError(f"config key 'data.image_size' is {size}, but {cfg.data.name} has 64x64 images: choose 32 "
+                        "or 16 to train on a box-filtered copy, or null; higher resolutions are for image folders "
+                        "(data.name=folder:PATH).")
     if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
         raise FdaeError(f"config key 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas!r}")
     if cfg.train.batch_size % cfg.train.grad_accum:

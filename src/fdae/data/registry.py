@@ -91,7 +91,7 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, image_size: in
 
     `folder:PATH` is a folder of your own images (`fdae.data.folder.ImageFolder`, no
     factors; `root` is not used), resized to `image_size` (default 64). The ground-truth
-    datasets are 64 px only. kwargs go to the file readers (`path=` for an explicit
+    datasets are 64 px; `image_size` 32 or 16 box-filters them (`fdae.data.resize`). kwargs go to the file readers (`path=` for an explicit
     file, `factor_sizes=` for reduced test files).
     """
     if isinstance(name, str) and name.startswith("folder:"):
@@ -101,8 +101,13 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, image_size: in
     dataset_info(name)  # clear error for unknown names
     dataset = _factories()[name](root, **kwargs)
     if image_size is not None and int(image_size) != dataset.image_size:
-        raise FdaeError(f"{name} has {dataset.image_size}x{dataset.image_size} images; image size {image_size} "
-                        "is only available for image folders (data.name=folder:PATH). Leave data.image_size unset.")
+        from fdae.data.resize import Downsampled
+
+        if int(image_size) > dataset.image_size or dataset.image_size % int(image_size):
+            raise FdaeError(f"{name} has {dataset.image_size}x{dataset.image_size} images; data.image_size may lower "
+                            f"that to 32 or 16, got {image_size}. Higher resolutions are for image folders "
+                            "(data.name=folder:PATH).")
+        return Downsampled(dataset, int(image_size))
     return dataset
 
 

@@ -2,6 +2,8 @@
 
 The standard layout (7x7 stride-2 stem, max-pool, four stages of two BasicBlocks),
 ending in global average pooling: `width * 8` features (512 for width 64).
+Initialised as torchvision's ResNet (which the official CMFNet builds on): convolutions
+Kaiming-normal over fan-out, norms weight 1 and bias 0.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class ResNet18(nn.Module):
             cin = cout
         self.stages = nn.Sequential(*stages)
         self.out_features = cin
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x)).mean(dim=(2, 3))
