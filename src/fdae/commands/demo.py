@@ -1,8 +1,10 @@
 """`fdae demo`: the main job on the embedded default, end to end.
 
-Trains the tiny FDAE preset on the procedural Shapes3D (`shapes3d-synth`, rendered on
-the training device; no download), evaluates its representation under both protocols,
-and writes the figures and `results.json`. Uses a GPU when one is present.
+Trains the demo FDAE preset (`shapes3d-demo`: procedural Shapes3D at 32 px, rendered on
+the training device; no download) for a fixed number of steps, evaluates its
+representation under both protocols, and writes labelled figures and `results.json`.
+Steps, not minutes: the result is the same on a busy machine, only later. Uses a GPU
+when one is present.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from fdae.errors import FdaeError
 from fdae.train.distributed import resolve_device
 
 
+DEFAULT_PRESET = "shapes3d-demo"
+# Wall-clock of the default demo on an idle 2-core CPU, measured (BENCHMARKS.md, "The demo"):
+# training, evaluation (both protocols) and figures, in minutes.
+IDLE_2CORE_MINUTES = {"train": 6.0, "eval": 2.0, "figures": 0.5}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train, evaluate and visualise a small FDAE on procedural Shapes3D")
     p.add_argument("--out", default="demo_out", help="output folder (run, figures, results.json)")
-    p.add_argument("--config", default="shapes3d-tiny", help="preset name (configs/NAME.yaml) or YAML file")
-    p.add_argument("--minutes", type=float, default=5.0, help="training time limit")
+    p.add_argument("--config", default=DEFAULT_PRESET, help="preset name (configs/NAME.yaml) or YAML file")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="optional training time limit (default: none; the preset's train.steps decide, so the "
+                        "result does not depend on the machine's speed)")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     p.set_defaults(func=run)
@@ -39,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if run_dir.exists():
         raise FdaeError(f"{run_dir} exists already; pass another --out or remove it")
     device = resolve_device(args.device, source="--device")
-    cfg = load_config(args.config, [f"train.device={device}", f"train.time_limit_min={args.minutes}",
-                                    *args.overrides])
+    limit = [] if args.minutes is None else [f"train.time_limit_min={args.minutes}"]
+    cfg = load_config(args.config, [f"train.device={device}", *limit, *args.overrides])
     from fdae.data import get_dataset
 
     dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
@@ -48,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
         raise FdaeError(f"the demo evaluates on a dataset with ground-truth factors, and {cfg.data.name} is an image "
                         f"folder; train on it with `fdae train`, then use `fdae viz RUN_DIR` and `fdae eval RUN_DIR`")
     kind = f"procedural, rendered on {device}" if dataset.procedural else "real files"
-    print(f"fdae demo: training {cfg.name} on {cfg.data.name} ({kind}) "
-          f"for at most {args.minutes:g} min or {cfg.train.steps} steps")
+    size = dataset.image_size
+    print(f"fdae demo: training {cfg.name} on {cfg.data.name} ({kind}, {size}x{size} px) for {cfg.train.steps} steps "
+          f"of {cfg.train.batch_size} images" + (f" or at most {args.minutes:g} min" if args.minutes else ""))
+    if args.config == DEFAULT_PRESET and device.type == "cpu" and not args.overrides:
+        m = IDLE_2CORE_MINUTES
+        print(f"expected time on an idle 2-core CPU: about {sum(m.values()):.0f} min (training {m['train']:g}, "
+              f"evaluation {m['eval']:g}, figures {m['figures']:g}); longer on a busy machine, same result. "
+              "The progress bars show the live estimate.")
     t0 = time.time()
     result = train(cfg, run_dir)
     train_s = time.time() - t0
@@ -61,15 +77,31 @@ def run(args: argparse.Namespace) -> int:
                "final_loss": result.last_metrics.get("loss"), "protocols": {}}
     # DCI's boosted trees on every raw code dimension take minutes on a CPU: the standard
     # protocol here reports the cheap metrics; `fdae eval RUN_DIR --protocol dlib` runs all.
-    for protocol, metrics in (("paper", ["dci", "factor_vae", "mig"]), ("dlib", ["factor_vae", "mig", "sap"])):
-        t1 = time.time()
-        res = evaluate(dataset, model.encode, metrics=metrics, protocol=protocol,
-                       random_state=0, groups=model.groups, num_train=cfg.eval.num_train,
-                       num_test=cfg.eval.num_test, num_votes_train=cfg.eval.num_votes_train,
-                       num_votes_eval=cfg.eval.num_votes_eval, device=device)
-        res["eval_seconds"] = round(time.time() - t1, 1)
-        results["protocols"][protocol] = to_builtin(res)
+    plan = (("paper", ["dci", "factor_vae", "mig"]), ("dlib", ["factor_vae", "mig", "sap"]))
+    from tqdm import tqdm
+
+    with tqdm(total=sum(len(m) for _, m in plan), desc="evaluating", unit="metric", dynamic_ncols=True) as bar:
+        for protocol, metrics in plan:
+            t1, done_before = time.time(), bar.n
+
+            def say(msg: str, protocol: str = protocol, done_before: int = done_before) -> None:
+                # evaluate() announces each metric as it starts: the ones before it are done.
+                if msg.startswith("computing "):
+                    name = msg[len("computing "):]
+                    bar.update(done_before + metrics.index(name) - bar.n)
+                    bar.set_postfix_str(f"{protocol} {name}")
+
+            res = evaluate(dataset, model.encode, metrics=metrics, protocol=protocol,
+                           random_state=0, groups=model.groups, num_train=cfg.eval.num_train,
+                           num_test=cfg.eval.num_test, num_votes_train=cfg.eval.num_votes_train,
+                           num_votes_eval=cfg.eval.num_votes_eval, device=device, progress=say)
+            bar.update(done_before + len(metrics) - bar.n)
+            res["eval_seconds"] = round(time.time() - t1, 1)
+            results["protocols"][protocol] = to_builtin(res)
+    print("making figures ...", flush=True)
+    t2 = time.time()
     figures = write_figures(model, dataset, out / "figures", n=6, steps=20, seed=0, device=device)
+    results["figure_seconds"] = round(time.time() - t2, 1)
     results["figures"] = {k: str(v) for k, v in figures.items()}
     (out / "results.json").write_text(json.dumps(results, indent=1))
 

@@ -27,20 +27,44 @@ def register(sub: argparse._SubParsersAction) -> None:
 def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = None, seed: int = 0,
                   device: torch.device | str = "cpu") -> dict[str, Path]:
     """Every figure for `model` on 2n images of `dataset` drawn with RandomState(seed)
-    (`dataset.example_images`: factors for ground-truth datasets, rows for image folders)."""
+    (`dataset.example_images`: factors for ground-truth datasets, rows for image folders),
+    each titled and with its rows and columns labelled."""
     from fdae.methods.fdae import FDAE
     from fdae.viz.figures import concept_swap_figure, mask_figure, reconstruction_figure, swap_grid
-    from fdae.viz.grids import save_png
+    from fdae.viz.grids import labelled, save_png
 
     images = dataset.example_images(2 * n, seed, device)
     first, second = images[:n], images[n:]
-    written = {"reconstructions": save_png(reconstruction_figure(model, first, steps, seed), out / "reconstructions.png", 2)}
+    size = images.shape[-1]
+    scale = max(2, 128 // size)  # cells of at least 128 px, so 32 px images stay legible
+    sampler = f"Heun, {steps or model.edm_cfg.sample_steps} steps, one shared noise for every cell"
+    rec = reconstruction_figure(model, first, steps, seed)
+    pairs = (rec.shape[1] - 2) // (2 * (size + 2))
+    written = {"reconstructions": save_png(labelled(
+        rec, size, [f"Reconstructions: each input and the image decoded from its codes ({sampler})"],
+        col_labels=["input", "decoded"] * pairs, scale=scale), out / "reconstructions.png")}
     if isinstance(model, FDAE) and model.cfg.use_masks:
-        written["masks"] = save_png(mask_figure(model, first), out / "masks.png", 2)
-        written["swap_grid"] = save_png(swap_grid(model, first, second, steps, seed), out / "swap_grid.png", 2)
+        concepts = model.cfg.num_concepts
+        written["masks"] = save_png(labelled(
+            mask_figure(model, first), size,
+            ["Masks: where each concept's content is painted (white = 1; masks sum to 1 per pixel)",
+             "one row per image; 'concepts' colours each pixel by its concepts' masks"],
+            col_labels=["input", *[f"mask {k + 1}" for k in range(concepts)], "concepts", "overlay"],
+            scale=scale), out / "masks.png")
+        written["swap_grid"] = save_png(labelled(
+            swap_grid(model, first, second, steps, seed), size,
+            ["Swap grid: cell (row i, column j) = CONTENT codes of row image i + MASK codes of column image j",
+             f"content codes should carry the colours (constant along a row), masks the shapes ({sampler})"],
+            col_labels=["", *[f"masks of {chr(65 + j)}" for j in range(n)]],
+            row_labels=["", *[f"content of {i + 1}" for i in range(n)]], scale=scale), out / "swap_grid.png")
         for kind in ("content", "mask"):
             fig = concept_swap_figure(model, first, second, kind, steps, seed)
-            written[f"swap_{kind}"] = save_png(fig, out / f"concept_swaps_{kind}.png", 2)
+            written[f"swap_{kind}"] = save_png(labelled(
+                fig, size,
+                [f"Per-concept {kind} swaps: column 'concept k' = the image with concept k's {kind} code",
+                 "replaced by the donor's; the other concepts keep the image's own codes"],
+                col_labels=["image", "donor", *[f"concept {k + 1}" for k in range(concepts)]], scale=scale),
+                out / f"concept_swaps_{kind}.png")
     return written
 
 

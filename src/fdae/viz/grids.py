@@ -70,3 +70,40 @@ def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> Path:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     img.save(path)
     return path
+
+
+def labelled(grid: np.ndarray, cell: int, title: list[str], col_labels: list[str] | None = None,
+             row_labels: list[str] | None = None, scale: int = 2, pad: int = 2) -> np.ndarray:
+    """`grid` (a `tile` of `cell`-px cells) enlarged `scale` times with what a reader needs:
+    title lines on top, a label over each column and left of each row (None: no label).
+
+    Why: a swap grid without words is a mosaic; which axis carries which code must be
+    on the picture itself, not only in the docs.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=14)
+    line_h = 18
+    img = Image.fromarray(grid)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    step = (cell + pad) * scale
+    draw_probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 0
+    if row_labels:
+        left = 8 + max(int(draw_probe.textlength(t or "", font=font)) for t in row_labels)
+    top = line_h * len(title) + (line_h + 4 if col_labels else 0) + 6
+    width = max([img.width + left, *[8 + int(draw_probe.textlength(t, font=font)) for t in title]])
+    out = Image.new("RGB", (width, img.height + top), (255, 255, 255))
+    out.paste(img, (left, top))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(title):
+        draw.text((4, 3 + i * line_h), line, fill=(0, 0, 0), font=font)
+    for j, text in enumerate(col_labels or []):
+        if text:
+            x = left + pad * scale + j * step + (cell * scale - draw.textlength(text, font=font)) / 2
+            draw.text((max(left, x), top - line_h - 2), text, fill=(0, 0, 0), font=font)
+    for i, text in enumerate(row_labels or []):
+        if text:
+            y = top + pad * scale + i * step + (cell * scale - line_h) / 2
+            draw.text((4, y), text, fill=(0, 0, 0), font=font)
+    return np.asarray(out)
