@@ -1,6 +1,6 @@
 """Time to disentanglement: train an FDAE preset in chunks, evaluate, plot, draw figures.
 
-    python benchmarks/time_to_quality.py --config configs/shapes3d-fast.yaml --minutes 20 \
+    python benchmarks/time_to_quality.py --config shapes3d-fast --minutes 20 \
         --chunk-minutes 8 [--sessions 1] --out OUT_DIR [key=value ...]
 
 Trains in sessions of at most --chunk-minutes wall time that resume from the run's
@@ -113,7 +113,7 @@ def start_dlib_evaluation(run_dir: Path, out: Path, args: argparse.Namespace, de
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default=str(ROOT / "configs" / "shapes3d-fast.yaml"))
+    ap.add_argument("--config", default="shapes3d-fast", help="preset name or YAML file")
     ap.add_argument("--minutes", type=float, default=20.0, help="training minutes of the whole run (eval excluded)")
     ap.add_argument("--chunk-minutes", type=float, default=10.0, help="wall minutes of one training session")
     ap.add_argument("--sessions", type=int, default=None,
