@@ -159,7 +159,8 @@ def main() -> None:
     t0 = time.perf_counter()
     try:
         r = evaluate(ds, model.encode, metrics="dci,factor_vae,mig", protocol="paper", random_state=0,
-                     groups=model.groups, num_train=args.final_train, num_test=args.final_test, device=device)
+                     groups=model.groups, num_train=args.final_train, num_test=args.final_test, device=device,
+                     concepts=model.paper_concepts)
     except BaseException:
         if dlib_proc is not None:
             dlib_proc.kill()

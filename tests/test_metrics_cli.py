@@ -124,3 +124,29 @@ def test_cli_main_dispatch_when_all_commands_exist(tmp_path, capsys):
 
     assert main(["eval", "nonsense", "--device", "cpu", "--quiet"]) == 2
     assert "unknown representation" in capsys.readouterr().err
+
+
+def test_cli_paper_protocol_gives_the_eg_ablation_18_dims(synth, tmp_path, monkeypatch):
+    """`fdae eval RUN_DIR --protocol paper` on an E+G run (N = 1, no masks): the official
+    36 // (2N) = 18 PCA dimensions of its one group, not 36."""
+    from fdae.config import load_config
+    from fdae.methods import build_method
+    from fdae.methods.ablations import ablation_overrides
+
+    torch.manual_seed(0)
+    model = build_method(load_config(None, ["unet.preset=tiny", "method.encoder_width=8",
+                                            *ablation_overrides("eg")])).eval()
+    fake = types.ModuleType("fdae.train.checkpoint")
+    fake.load_run = lambda path, device=None, dataset=None: types.SimpleNamespace(
+        method=model, dataset=synth, run_dir=path, step=2, used_ema=False)
+    monkeypatch.setitem(sys.modules, "fdae.train.checkpoint", fake)
+    (tmp_path / "run").mkdir()
+    out = tmp_path / "eg.json"
+    args = parser().parse_args(["eval", str(tmp_path / "run"), "--protocol", "paper", "--metrics", "factor_vae",
+                                "--num-train", "40", "--num-test", "20", "--vote-batch-size", "8", "--device", "cpu",
+                                "--out", str(out), "--quiet"])
+    assert args.func(args) == 0
+    res = json.loads(out.read_text())
+    assert res["groups"] == [["content_0", 80]]
+    assert res["settings"]["paper"]["reduced_dims"] == [18]
+    assert res["settings"]["paper"]["dims_rule"] == "36 // (2 x 1 concepts)"
