@@ -3,7 +3,7 @@ foreach implementation) against fdae's FusedRAdam and PyTorch's fused Adam/AdamW
 
     PYTHONPATH=src python3 benchmarks/optimizer_step.py --preset paper [--device cuda]
 
-The parameters are those of the FDAE method built from configs/shapes3d-<preset>.yaml
+The parameters are those of the FDAE method built from the preset shapes3d-<preset> (paper: shapes3d-synth-paper)
 (paper: 296.3 M in 400+ tensors), with random gradients; every optimizer is stepped
 past RAdam's first, un-rectified steps before timing. Prints ms per step and the ratio
 to foreach RAdam measured in the same run.
@@ -70,7 +70,8 @@ def main() -> None:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    cfg = load_config(ROOT / "configs" / f"shapes3d-{args.preset}.yaml", [f"train.device={args.device}"])
+    preset = {"paper": "shapes3d-synth-paper"}.get(args.preset, f"shapes3d-{args.preset}")
+    cfg = load_config(preset, [f"train.device={args.device}"])
     params = [p for p in build_method(cfg).to(device).parameters()]
     for p in params:
         p.grad = torch.randn_like(p)

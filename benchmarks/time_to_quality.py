@@ -1,6 +1,6 @@
 """Time to disentanglement: train an FDAE preset in chunks, evaluate, plot, draw figures.
 
-    python benchmarks/time_to_quality.py --config configs/shapes3d-fast.yaml --minutes 20 \
+    python benchmarks/time_to_quality.py --config shapes3d-fast --minutes 20 \
         --chunk-minutes 8 [--sessions 1] --out OUT_DIR [key=value ...]
 
 Trains in sessions of at most --chunk-minutes wall time that resume from the run's
@@ -11,7 +11,9 @@ continues the run (one session per device call). The preset's periodic evaluatio
 curve.png). Once the minutes are reached, the final representation (EMA weights) is
 evaluated at full size under the paper protocol (here) and the standard protocol (a
 parallel `fdae eval` process), and the masks / swap figures are written. Evaluation
-time is reported separately from training time.
+time is reported separately from training time. `--step-seconds S` counts each training
+step as S seconds instead of measuring the wall clock, so that the sessions stop at the
+same steps on any machine (the tests use it).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from fdae.metrics import evaluate  # noqa: E402
 from fdae.metrics.utils import to_builtin  # noqa: E402
 from fdae.train.checkpoint import latest_checkpoint, load_run  # noqa: E402
 from fdae.train.logging import read_jsonl  # noqa: E402
-from fdae.train.loop import train  # noqa: E402
+from fdae.train.loop import StepClock, train  # noqa: E402
 
 
 def plot_curve(records: list[dict], path: Path) -> None:
@@ -89,7 +91,8 @@ def train_sessions(args: argparse.Namespace, run_dir: Path) -> tuple[float, bool
         cfg = load_config(args.config, [*args.overrides, f"train.time_limit_min={chunk}",
                                         f"eval.async_wait={'true' if last else 'false'}"])
         t0 = time.perf_counter()
-        res = train(cfg, run_dir, resume=resume, progress=False)
+        clock = StepClock(args.step_seconds) if args.step_seconds else None
+        res = train(cfg, run_dir, resume=resume, progress=False, clock=clock)
         sessions += 1
         done = res.minutes
         print(f"session {sessions}: {res.reason} at step {res.step}; {done:.2f} training minutes in the run "
@@ -113,11 +116,14 @@ def start_dlib_evaluation(run_dir: Path, out: Path, args: argparse.Namespace, de
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default=str(ROOT / "configs" / "shapes3d-fast.yaml"))
+    ap.add_argument("--config", default="shapes3d-fast", help="preset name or YAML file")
     ap.add_argument("--minutes", type=float, default=20.0, help="training minutes of the whole run (eval excluded)")
     ap.add_argument("--chunk-minutes", type=float, default=10.0, help="wall minutes of one training session")
     ap.add_argument("--sessions", type=int, default=None,
                     help="train at most this many sessions in this invocation (then resume with the same command)")
+    ap.add_argument("--step-seconds", type=float, default=None,
+                    help="count each training step as this many seconds instead of the wall clock "
+                         "(sessions then stop at fixed steps; for tests)")
     ap.add_argument("--out", default="runs/time_to_quality")
     ap.add_argument("--run-dir", default=None, help="where the run lives (default OUT/run)")
     ap.add_argument("--final-train", type=int, default=10000)
@@ -153,7 +159,8 @@ def main() -> None:
     t0 = time.perf_counter()
     try:
         r = evaluate(ds, model.encode, metrics="dci,factor_vae,mig", protocol="paper", random_state=0,
-                     groups=model.groups, num_train=args.final_train, num_test=args.final_test, device=device)
+                     groups=model.groups, num_train=args.final_train, num_test=args.final_test, device=device,
+                     concepts=model.paper_concepts)
     except BaseException:
         if dlib_proc is not None:
             dlib_proc.kill()

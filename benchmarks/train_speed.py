@@ -29,8 +29,7 @@ from fdae.train.fast_step import make_train_step  # noqa: E402
 from fdae.train.flops import training_flops_per_image  # noqa: E402
 from fdae.train.optim import build_optimizer  # noqa: E402
 
-PRESET_CONFIGS = {"tiny": "configs/shapes3d-tiny.yaml", "fast": "configs/shapes3d-fast.yaml",
-                  "paper": "configs/shapes3d-paper.yaml"}
+PRESET_CONFIGS = {"tiny": "shapes3d-tiny", "fast": "shapes3d-fast", "paper": "shapes3d-synth-paper"}  # packaged presets
 
 
 def sync(device: torch.device) -> None:
@@ -40,7 +39,7 @@ def sync(device: torch.device) -> None:
 
 def bench(preset: str, device: torch.device, batch: int, variant: str, steps: int, warmup: int) -> dict:
     parts = set(variant.split("+"))
-    cfg = load_config(ROOT / PRESET_CONFIGS[preset])
+    cfg = load_config(PRESET_CONFIGS[preset])
     torch.manual_seed(0)
     model = build_method(cfg).to(device)
     opt = build_optimizer(model.parameters(), cfg.optim, device)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from fdae.config import load_config
+from fdae.config import load_config, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
-DIFFAE_TINY = ROOT / "configs" / "diffae-tiny.yaml"
-FDAE_TINY = ROOT / "configs" / "shapes3d-tiny.yaml"
+DIFFAE_TINY = preset_path("diffae-tiny")
+FDAE_TINY = preset_path("shapes3d-tiny")
 
 # A few-hundred-thousand-parameter FDAE, whatever the preset's widths are.
 FDAE_SMALL = [

@@ -7,7 +7,7 @@ import pytest
 
 from fdae.train.async_eval import AsyncEvaluator, build_encoder, encoder_state, snapshot_dir
 from fdae.train.logging import read_jsonl
-from fdae.train.loop import train
+from fdae.train.loop import StepClock, train
 
 from _train_helpers import FDAE_TINY, tiny_cfg
 
@@ -27,13 +27,15 @@ def _scores(records):
 
 
 def test_background_evaluation_equals_in_process(tmp_path):
-    sync = train(_cfg("train.steps=4", "train.eval_every=2"), tmp_path / "sync", progress=False, tensorboard=False)
+    sync = train(_cfg("train.steps=4", "train.eval_every=2"), tmp_path / "sync", progress=False, tensorboard=False,
+                 clock=StepClock(6.0))
     bg = train(_cfg("train.steps=4", "train.eval_every=2", "eval.async_workers=1"), tmp_path / "bg",
-               progress=False, tensorboard=False)
+               progress=False, tensorboard=False, clock=StepClock(6.0))
     a, b = read_jsonl(sync.run_dir / "eval.jsonl"), read_jsonl(bg.run_dir / "eval.jsonl")
     assert [r["step"] for r in a] == [2, 4] == [r["step"] for r in b]
     assert _scores(a) == _scores(b)  # the same EMA weights, encoded and scored the same way
-    assert all(r.get("background") for r in b) and all(r["minutes"] > 0 for r in b)
+    assert all(r.get("background") for r in b) and not any(r.get("background") for r in a)
+    assert [r["minutes"] for r in a] == [r["minutes"] for r in b] == pytest.approx([0.2, 0.4], rel=1e-12)  # 6 s a step
     assert not list(snapshot_dir(bg.run_dir).iterdir())  # snapshots are removed once logged
 
 

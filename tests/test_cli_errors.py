@@ -4,7 +4,6 @@ exit status 2, before any expensive work, and no stray files."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,7 @@ from fdae.cli import main
 from _folder_images import make_folder
 from _train_helpers import FDAE_SMALL, QUIET
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "shapes3d-tiny.yaml")
+TINY = "shapes3d-tiny"  # a packaged preset, by name
 
 
 def _fails(argv, capsys, *needles):

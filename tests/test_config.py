@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from fdae.config import Config, config_from_dict, load_config, save_config, to_dict
+from fdae.config import Config, config_from_dict, list_presets, load_config, preset_path, save_config, to_dict
 from fdae.errors import FdaeError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DIFFAE_TINY = preset_path("diffae-tiny")
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_preset_loads_and_round_trips(path, tmp_path):
-    cfg = load_config(path)
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_loads_and_round_trips(name, tmp_path):
+    cfg = load_config(name)
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
     assert config_from_dict(to_dict(cfg)) == cfg
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config(CONFIGS / "diffae-tiny.yaml", ["train.steps=12", "optim.lr=2e-4", "train.ema_decay=null",
-                                                      "unet.channel_mult=[1,2]", "train.compile=true"])
+    cfg = load_config(DIFFAE_TINY, ["train.steps=12", "optim.lr=2e-4", "train.ema_decay=null",
+                                    "unet.channel_mult=[1,2]", "train.compile=true"])
     assert cfg.train.steps == 12 and cfg.optim.lr == 2e-4 and cfg.train.ema_decay is None
     assert cfg.unet.channel_mult == [1, 2] and cfg.train.compile is True
 
@@ -47,7 +45,7 @@ def test_overrides_apply_with_types():
 def test_bad_key_or_value_is_named(override, words):
     extra = ["train.grad_accum=2"] if override == "train.batch_size=7" else []
     with pytest.raises(FdaeError) as err:
-        load_config(CONFIGS / "diffae-tiny.yaml", extra + [override])
+        load_config(DIFFAE_TINY, extra + [override])
     for w in words:
         assert w in str(err.value)
 

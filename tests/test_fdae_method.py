@@ -164,3 +164,21 @@ def test_ablation_rows_build_the_paper_rows():
         assert hasattr(model.cmfnet, "mask_decoder") == (row != "eg")
     with pytest.raises(FdaeError, match="unknown ablation"):
         ablation_overrides("nope")
+
+
+def test_paper_protocol_concepts_of_each_method_and_the_eg_row_keeps_18_dims():
+    from fdae.data import get_dataset
+    from fdae.methods.ablations import ablation_overrides
+    from fdae.train.hooks import evaluate_now
+
+    assert tiny(["method.num_concepts=3"]).paper_concepts == 3
+    diffae = build_method(load_config(None, ["unet.preset=tiny", "method.name=diffae", "method.encoder_width=16"]))
+    assert diffae.paper_concepts is None  # not FDAE's representation: 36 // its one group
+    eg = tiny(ablation_overrides("eg")).eval()
+    assert eg.paper_concepts == 1 and eg.groups == [("content_0", 80)]
+    # periodic (and background) evaluation hands the model's N to the paper protocol
+    cfg = load_config(None, ["unet.preset=tiny", *ablation_overrides("eg"), "eval.metrics=[dci]",
+                             "eval.num_train=60", "eval.num_test=30"])
+    res = evaluate_now(eg, get_dataset("shapes3d-synth"), cfg, torch.device("cpu"))
+    assert res["settings"]["paper"]["reduced_dims"] == [18]  # 36 // (2 x 1), the official formula
+    assert res["metrics"]["dci"]["importance_matrix"].shape == (18, 6)

@@ -105,7 +105,12 @@ def test_resolve_representation_errors_and_run_dir_hook(synth, tmp_path, monkeyp
     assert groups == [("content0", 2), ("mask0", 2)] and "TinyModel" in desc and "step 5" in desc
     assert encode.dataset is synth  # the run's own dataset when none is named
     res = evaluate(synth, encode, metrics="mig", protocol="paper", groups=groups, num_train=60)
-    assert res["code_dim"] == 4 and 0.0 <= res["metrics"]["mig"]["mig"] <= 1.0
+    # the hook's encode is the run's model: the same numbers as the model's own encode
+    direct = evaluate(synth, TinyModel().encode, metrics="mig", protocol="paper", groups=groups, num_train=60)
+    assert res["code_dim"] == 4 and res["metrics"]["mig"]["mig"] == direct["metrics"]["mig"]["mig"]
+    np.testing.assert_array_equal(res["metrics"]["mig"]["mutual_information"],
+                                  direct["metrics"]["mig"]["mutual_information"])
+    assert res["settings"]["paper"]["reduced_dims"] == [2, 2]
 
 
 def test_cli_main_dispatch_when_all_commands_exist(tmp_path, capsys):
@@ -119,3 +124,29 @@ def test_cli_main_dispatch_when_all_commands_exist(tmp_path, capsys):
 
     assert main(["eval", "nonsense", "--device", "cpu", "--quiet"]) == 2
     assert "unknown representation" in capsys.readouterr().err
+
+
+def test_cli_paper_protocol_gives_the_eg_ablation_18_dims(synth, tmp_path, monkeypatch):
+    """`fdae eval RUN_DIR --protocol paper` on an E+G run (N = 1, no masks): the official
+    36 // (2N) = 18 PCA dimensions of its one group, not 36."""
+    from fdae.config import load_config
+    from fdae.methods import build_method
+    from fdae.methods.ablations import ablation_overrides
+
+    torch.manual_seed(0)
+    model = build_method(load_config(None, ["unet.preset=tiny", "method.encoder_width=8",
+                                            *ablation_overrides("eg")])).eval()
+    fake = types.ModuleType("fdae.train.checkpoint")
+    fake.load_run = lambda path, device=None, dataset=None: types.SimpleNamespace(
+        method=model, dataset=synth, run_dir=path, step=2, used_ema=False)
+    monkeypatch.setitem(sys.modules, "fdae.train.checkpoint", fake)
+    (tmp_path / "run").mkdir()
+    out = tmp_path / "eg.json"
+    args = parser().parse_args(["eval", str(tmp_path / "run"), "--protocol", "paper", "--metrics", "factor_vae",
+                                "--num-train", "40", "--num-test", "20", "--vote-batch-size", "8", "--device", "cpu",
+                                "--out", str(out), "--quiet"])
+    assert args.func(args) == 0
+    res = json.loads(out.read_text())
+    assert res["groups"] == [["content_0", 80]]
+    assert res["settings"]["paper"]["reduced_dims"] == [18]
+    assert res["settings"]["paper"]["dims_rule"] == "36 // (2 x 1 concepts)"

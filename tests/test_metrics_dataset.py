@@ -284,3 +284,38 @@ def test_group_pca_and_paper_mig_on_arrays():
     perm = np.array([2, 0, 1, 4, 5, 3])
     out2 = paper_mig(codes[:, perm], f, [("a", 3), ("b", 3)], dims_per_group=2)
     assert out2["mig"] == pytest.approx(out["mig"], abs=1e-9)
+
+
+def wide_encoder(seed=0):
+    """One 80-dim group: the 3 factors, then 77 dims of small noise (FDAE's E+G shape)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def encode(images):
+        f = identity_encode(images)
+        return torch.cat([f, 0.01 * torch.randn(f.shape[0], 77, generator=g)], dim=1)
+
+    return encode
+
+
+def test_paper_protocol_keeps_36_over_2n_dims_per_group_given_the_concepts():
+    ds = ToyData()
+    kw = dict(protocol="paper", metrics="dci,factor_vae", num_train=100, num_test=50, num_votes_train=30,
+              num_votes_eval=20, vote_batch_size=8)
+    # E+G (N = 1, one content group, no mask codes): the official 36 // (2N) = 18 dimensions
+    eg = evaluate(ds, wide_encoder(), groups=[("content_0", 80)], concepts=1, **kw)
+    p = eg["settings"]["paper"]
+    assert (p["dims_per_group"], p["reduced_dims"], p["dims_rule"]) == (18, [18], "36 // (2 x 1 concepts)")
+    assert eg["metrics"]["dci"]["importance_matrix"].shape == (18, 3)
+    # a representation that is not FDAE's: 36 // (number of groups)
+    other = evaluate(ds, wide_encoder(), groups=[("code", 80)], **kw)
+    assert other["settings"]["paper"]["reduced_dims"] == [36]
+    assert other["metrics"]["dci"]["importance_matrix"].shape == (36, 3)
+    # N content + N mask groups: the same 36 // (2N) either way
+    four = [("content_0", 20), ("content_1", 20), ("mask_0", 20), ("mask_1", 20)]
+    a = evaluate(ds, wide_encoder(), groups=four, concepts=2, **kw)
+    b = evaluate(ds, wide_encoder(), groups=four, **kw)
+    assert a["settings"]["paper"]["reduced_dims"] == b["settings"]["paper"]["reduced_dims"] == [9] * 4
+    np.testing.assert_array_equal(a["metrics"]["dci"]["importance_matrix"], b["metrics"]["dci"]["importance_matrix"])
+    for bad in (0, 1.5, True):
+        with pytest.raises(FdaeError, match="concepts"):
+            evaluate(ds, wide_encoder(), groups=four, concepts=bad, **kw)

@@ -31,16 +31,23 @@ def _run(*args):
 
 
 def test_time_to_quality_runs_in_resumed_sessions(tmp_path):
+    # Each step counts 1.3 s (a step clock, not the wall clock), so the sessions stop at
+    # the same steps on a busy machine as on an idle one: 0.25 min = 15 s of training.
     out = tmp_path / "ttq"
-    args = ["--minutes", "0.25", "--out", str(out), "--dlib-metrics", "mig,sap", *SMALL, "train.eval_every=5"]
-    first = _run("--chunk-minutes", "0.03", "--sessions", "1", *args)  # one short session, then it stops
-    assert "session 1:" in first.stdout and "run the same command again" in first.stdout
+    args = ["--minutes", "0.25", "--step-seconds", "1.3", "--out", str(out), "--dlib-metrics", "mig,sap", *SMALL,
+            "train.eval_every=5"]
+    # one short session (1.8 s: 2 steps), then it stops and says how to go on
+    first = _run("--chunk-minutes", "0.03", "--sessions", "1", *args)
+    assert "session 1: time_limit at step 2;" in first.stdout and "run the same command again" in first.stdout
     assert not (out / "results.json").exists()
-    _run("--chunk-minutes", "0.3", *args)  # the same command continues the run to its minutes
+    # The same command continues: one session of the 15 s left plus 3 s of slack (15.4 s:
+    # 12 more steps), which completes the run.
+    second = _run("--chunk-minutes", "0.3", *args)
+    assert "session 1: time_limit at step 14;" in second.stdout
     results = json.loads((out / "results.json").read_text())
-    assert results["train_minutes"] >= 0.25 * 0.995
-    steps = [r["step"] for r in results["curve"]]
-    assert steps and steps == sorted(set(steps)) and all(s % 5 == 0 for s in steps)
+    assert results["step"] == 14 and results["train_minutes"] == pytest.approx(14 * 1.3 / 60, rel=1e-9)
+    assert [r["step"] for r in results["curve"]] == [5, 10]
+    assert [r["minutes"] for r in results["curve"]] == pytest.approx([5 * 1.3 / 60, 10 * 1.3 / 60], rel=1e-9)
     assert all(r["background"] for r in results["curve"])
     assert set(results["final"]["paper"]["metrics"]) == {"dci", "factor_vae", "mig"}
     assert set(results["final"]["dlib"]["metrics"]) == {"mig", "sap"}
@@ -52,9 +59,9 @@ def test_time_to_quality_runs_in_resumed_sessions(tmp_path):
 
 def test_a_run_whose_steps_end_first_is_evaluated(tmp_path):
     out = tmp_path / "ttq"
-    proc = _run("--minutes", "5", "--sessions", "1", "--out", str(out), "--dlib-metrics", "mig", *SMALL,
-                "train.steps=3", "train.eval_every=0")
+    proc = _run("--minutes", "5", "--step-seconds", "1", "--sessions", "1", "--out", str(out), "--dlib-metrics",
+                "mig", *SMALL, "train.steps=3", "train.eval_every=0")
     assert "session 1: done at step 3" in proc.stdout
     results = json.loads((out / "results.json").read_text())
-    assert results["step"] == 3 and results["train_minutes"] < 5
+    assert results["step"] == 3 and results["train_minutes"] == pytest.approx(3 / 60, rel=1e-9)
     assert set(results["final"]) == {"paper", "dlib"}

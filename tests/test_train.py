@@ -12,7 +12,7 @@ from fdae.cli import main
 from fdae.errors import FdaeError
 from fdae.train.checkpoint import list_checkpoints, load_run
 from fdae.train.logging import read_jsonl
-from fdae.train.loop import TrainingDiverged, train
+from fdae.train.loop import StepClock, TrainingDiverged, train
 
 from _train_helpers import FDAE_TINY, params_of, tiny_cfg
 
@@ -100,12 +100,20 @@ def test_resume_after_sigint_equals_uninterrupted(tmp_path, monkeypatch):
 
 
 def test_time_limit_stops_with_checkpoint_and_resumes(tmp_path):
-    cfg = _resume_cfg("train.time_limit_min=1e-6", "train.steps=3")
-    res = train(cfg, tmp_path / "run", progress=False)
-    assert res.reason == "time_limit" and res.step == 1 and res.checkpoint.is_file()
+    # A step clock of 10 s per step: a 0.5-minute limit ends the session after step 3 on
+    # any machine (3 x 10 s >= 30 s), and the run records 3 x 10 s of training.
+    cfg = _resume_cfg("train.time_limit_min=0.5", "train.steps=8")
+    res = train(cfg, tmp_path / "run", progress=False, clock=StepClock(10.0))
+    assert res.reason == "time_limit" and res.step == 3 and res.checkpoint.is_file()
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [3]
+    assert res.minutes == pytest.approx(0.5, rel=1e-12)
+    res = train(cfg, tmp_path / "run", resume=True, progress=False, clock=StepClock(10.0))  # 3 more
+    assert res.reason == "time_limit" and res.step == 6 and res.minutes == pytest.approx(1.0, rel=1e-12)
     cfg.train.time_limit_min = None
-    res = train(cfg, tmp_path / "run", resume=True, progress=False)
-    assert res.reason == "done" and res.step == 3
+    res = train(cfg, tmp_path / "run", resume=True, progress=False, clock=StepClock(10.0))
+    assert res.reason == "done" and res.step == 8 and res.minutes == pytest.approx(8 / 6, rel=1e-12)
+    assert [r["minutes"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx(
+        [s / 6 for s in range(1, 9)], rel=1e-12)
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path):
@@ -176,10 +184,10 @@ def test_periodic_evaluation_and_images(tmp_path, monkeypatch):
     cfg = _resume_cfg("train.steps=2", "train.eval_every=2", "train.image_every=2", "train.image_steps=2",
                       "eval.protocol=dlib", "eval.metrics=[mig]", "eval.num_train=40", "eval.num_test=20")
     monkeypatch.setattr(tlog, "_tensorboard_writer", lambda run_dir: None, raising=False)
-    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "run", progress=False, tensorboard=False, clock=StepClock(3.0))
     evals = read_jsonl(tmp_path / "run" / "eval.jsonl")
     assert len(evals) == 1 and evals[0]["step"] == 2 and "mig" in evals[0]["metrics"]
-    assert evals[0]["minutes"] > 0
+    assert evals[0]["minutes"] == pytest.approx(2 * 3.0 / 60, rel=1e-12)  # training time, evaluation excluded
     assert list((tmp_path / "run" / "images").glob("reconstruction_*.png"))
 
 

@@ -295,19 +295,38 @@ def with_absolute_paths(cfg: Config) -> Config:
     return cfg
 
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
+# The presets ship inside the package (package data), so a name resolves from any
+# working directory and from an installed wheel alike.
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with fdae (`--config NAME`), sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The packaged YAML file of the preset `name`, or one FdaeError naming the presets."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise FdaeError(f"unknown preset '{name}'; the presets are: {', '.join(list_presets())} "
+                        "(or give the path of a YAML file)")
+    return path
 
 
 def resolve_preset(path: str | Path) -> Path:
-    """A YAML path as given, or a bare preset name (`shapes3d-tiny`) looked up in configs/."""
+    """A YAML file as given, else a preset: a bare name (`shapes3d-tiny`), or the path
+    `configs/NAME.yaml` the presets had in the repository before they became package
+    data (so commands written for a checkout keep working anywhere)."""
     p = Path(path)
-    if p.is_file() or p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+    if p.is_file():
         return p
-    for folder in (Path("configs"), PRESET_DIR):
-        candidate = folder / f"{p.name}.yaml"
-        if candidate.is_file():
-            return candidate
-    return p
+    if len(p.parts) == 1 and p.suffix not in (".yaml", ".yml"):
+        return preset_path(p.name)
+    if p.suffix in (".yaml", ".yml") and p.parent.name == "configs" and p.stem in list_presets():
+        return PRESET_DIR / f"{p.stem}.yaml"
+    raise FdaeError(f"config file not found: {p}; give a YAML file, or a preset by name: "
+                    f"{', '.join(list_presets())}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -315,8 +334,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = Config()
     if path is not None:
         p = resolve_preset(path)
-        if not p.is_file():
-            raise FdaeError(f"config file not found: {p} (presets live in configs/, e.g. configs/shapes3d-tiny.yaml)")
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:

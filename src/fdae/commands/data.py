@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 
-    q = sub.add_parser("list", help="every dataset, procedural or file, found or not, with its factor sizes")
+    q = sub.add_parser("list", help="every dataset, procedural or file, found or not, with its factor sizes; "
+                                    "then the presets and the dataset each trains on")
     _root_arg(q)
     q.set_defaults(func=cmd_list)
 
@@ -61,7 +62,28 @@ def cmd_list(args: argparse.Namespace) -> int:
             kind = "file"
             status = f"found: {found}" if found else f"missing: {info.files[0]} (from {info.published})"
         print(f"{name:<16} {kind:<11} {n:>10,}  {sizes:<26} {status}")
+    _list_presets(root)
     return 0
+
+
+def _list_presets(root) -> None:
+    """The packaged presets with what each trains: the dataset (and whether its file is
+    here), N, the U-Net and the schedule, so a user picks one by name."""
+    from fdae.config import list_presets, load_config
+    from fdae.data import dataset_info, locate
+
+    print("\npresets (fdae train --config NAME; fdae demo --config NAME):")
+    print(f"  {'name':<22} {'method':<7} {'dataset':<16} {'N':>2}  {'U-Net':<6} {'batch x steps':<14} data")
+    for name in list_presets():
+        cfg = load_config(name)
+        data = cfg.data.name
+        if dataset_info(data).procedural:
+            where = "procedural"
+        else:
+            where = "file found" if locate(data, root) else "file missing"
+        n = str(cfg.method.num_concepts) if cfg.method.name == "fdae" else "-"
+        schedule = f"{cfg.train.batch_size} x {cfg.train.steps}"
+        print(f"  {name:<22} {cfg.method.name:<7} {data:<16} {n:>2}  {cfg.unet.preset:<6} {schedule:<14} {where}")
 
 
 def cmd_preview(args: argparse.Namespace) -> int:

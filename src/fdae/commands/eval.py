@@ -105,6 +105,7 @@ def load_run_encoder(run_dir: str, device, dataset=None) -> tuple[Callable, list
         return getattr(out, "codes", out)
 
     encode.dataset = run_dataset
+    encode.paper_concepts = getattr(model, "paper_concepts", None)  # the paper protocol's N
     groups = getattr(model, "groups", None)
     if callable(groups):
         groups = groups()
@@ -263,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         num_train=args.num_train, num_test=args.num_test, num_votes_train=args.votes_train,
         num_votes_eval=args.votes_eval, vote_batch_size=args.vote_batch_size, device=device, n_jobs=args.jobs,
         progress=say,
-        encode_batch_size=args.encode_batch_size,
+        encode_batch_size=args.encode_batch_size, concepts=getattr(encode, "paper_concepts", None),
     )
     result["representation"] = {"spec": args.representation, "description": description}
     result["dataset"]["data_root"] = args.data_root

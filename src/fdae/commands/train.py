@@ -1,10 +1,10 @@
 """`fdae train`: train a method from a YAML preset, or resume a run.
 
-    fdae train --config configs/diffae-tiny.yaml train.steps=500 optim.lr=2e-4
-    fdae train --config configs/shapes3d-fast.yaml --run-dir runs/fast
+    fdae train --config diffae-tiny train.steps=500 optim.lr=2e-4
+    fdae train --config shapes3d-fast --run-dir runs/fast
     fdae train --resume runs/fast                   # continue exactly where it stopped
     fdae train --resume runs/fast train.steps=20000 # ... and train longer
-    torchrun --nproc_per_node=2 -m fdae train --config configs/shapes3d-fast.yaml
+    torchrun --nproc_per_node=2 -m fdae train --config shapes3d-fast
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ def register(subparsers) -> None:
                     "directory. Writes RUN_DIR/config.yaml, checkpoints/, metrics.jsonl.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  fdae train --config configs/diffae-tiny.yaml train.steps=500\n"
+               "  fdae train --config diffae-tiny train.steps=500\n"
                "  fdae train --resume runs/diffae-tiny-20240101-120000\n"
-               "  torchrun --nproc_per_node=2 -m fdae train --config configs/shapes3d-fast.yaml",
+               "  torchrun --nproc_per_node=2 -m fdae train --config shapes3d-fast",
     )
-    p.add_argument("--config", metavar="FILE", help="YAML preset, e.g. configs/diffae-tiny.yaml")
+    p.add_argument("--config", metavar="PRESET",
+                   help="a preset by name (`fdae data list` shows them), e.g. diffae-tiny, or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. train.steps=1000 optim.lr=2e-4")
     p.add_argument("--ablation", metavar="ROW", default=None,
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir, resume = args.resume, True
     else:
         if not args.config:
-            raise FdaeError("fdae train needs --config FILE (e.g. configs/diffae-tiny.yaml) or --resume RUN_DIR")
+            raise FdaeError("fdae train needs --config PRESET (e.g. diffae-tiny; `fdae data list` shows them) "
+                            "or a YAML file, or --resume RUN_DIR")
         rows = ablation_overrides(args.ablation) if args.ablation else []
         cfg = load_config(args.config, [*rows, *args.overrides])
         if args.ablation:

@@ -7,7 +7,8 @@ from fdae.errors import FdaeError
 ABLATIONS: dict[str, list[str]] = {
     # E + G: one code, no masks (degrades to a Diff-AE-style autoencoder).
     # One code is one group: the paper protocol's MIG (a gap between the two most
-    # informative groups) is undefined, so its periodic evaluation leaves MIG out.
+    # informative groups) is undefined, so its periodic evaluation leaves MIG out. Its
+    # PCA keeps 36 // (2N) = 18 dimensions, the official formula (README, protocols).
     "eg": ["method.num_concepts=1", "method.use_masks=false",
            "method.content_decorrelation_weight=0", "method.mask_entropy_weight=0",
            "eval.metrics=[dci,factor_vae]"],

@@ -45,6 +45,12 @@ class DiffusionAutoencoder(nn.Module):
         """Method losses as {name: (unweighted value, weight)}; default none."""
         return {}
 
+    @property
+    def paper_concepts(self) -> int | None:
+        """FDAE's N for the paper protocol's 36 // (2N) PCA dimensions per group
+        (`evaluate(..., concepts=)`); None: not an FDAE representation."""
+        return None
+
     # --- shared ---------------------------------------------------------------------
     def denoise(self, x: Tensor, sigma: Tensor, cond: dict[str, Any]) -> Tensor:
         """D(x; sigma | cond), preconditioned in fp32."""

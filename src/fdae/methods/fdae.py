@@ -89,6 +89,12 @@ class FDAE(DiffusionAutoencoder):
             out += [(f"mask_{i}", self.cfg.mask_dim) for i in range(n)]
         return out
 
+    @property
+    def paper_concepts(self) -> int:
+        """N: the paper protocol keeps 36 // (2N) dimensions of each group, the official
+        formula, also for the E+G ablation's single group (N = 1: 18 dimensions)."""
+        return self.cfg.num_concepts
+
     def condition_from_codes(self, content: Tensor, mask_codes: Tensor | None) -> dict[str, Any]:
         """Everything downstream of the codes, so figures can swap codes between images."""
         masks = self.cmfnet.masks(mask_codes, content.shape[0], content.device)

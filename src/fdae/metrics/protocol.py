@@ -12,8 +12,12 @@ protocol="dlib" (the standard one, disentanglement_lib's study configs):
 
 protocol="paper" (FDAE's published numbers, official code `evaluate_diffusion.py`):
   the representation's named groups (FDAE: N content codes, N mask codes) are each
-  reduced by PCA to `paper_dims // n_groups` dimensions (36 // (2N); a group with
-  fewer dimensions keeps all of them);
+  reduced by PCA to 36 // (2N) dimensions, the official formula, given `concepts=N`
+  (methods expose it as `paper_concepts`); FDAE's E+G ablation (N = 1, one content
+  group, no mask codes) thus keeps 18 of its group's dimensions, where the official
+  code, written for 2N groups, crashes. Without `concepts` (representations that are not
+  FDAE's), each of the n groups keeps `paper_dims // n`. A group with fewer dimensions
+  keeps all of them;
   DCI: same samples as above, PCA fitted on the training codes, GBT learning rate 0.1;
   FactorVAE: PCA fitted on the variance-estimate codes and applied to every vote,
   prune threshold 0;
@@ -213,13 +217,16 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
              num_bins: int = 20, prune_threshold: float | None = None,
              paper_dims: int = 36, kmeans_clusters: int = 20, kmeans_random_state: int = 0,
              dci_learning_rate: float = 0.1, device=None, encode_batch_size: int = DEFAULT_ENCODE_BATCH,
-             n_jobs: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
+             n_jobs: int | None = None, progress: Callable[[str], None] | None = None,
+             concepts: int | None = None) -> dict:
     """Evaluate `encode(images) -> codes` on `dataset` with the named protocol.
 
     metrics: list or comma-separated names from dci, mig, sap, modularity, factor_vae,
       beta_vae (default: all the protocol defines).
     random_state: int seed; every metric starts from `RandomState(random_state)`.
     groups: [(name, dim), ...] of the representation (paper protocol).
+    concepts: FDAE's N (paper protocol): each group keeps paper_dims // (2N) dimensions,
+      the official formula (`model.paper_concepts`); None: paper_dims // number of groups.
     num_votes_train / num_votes_eval: FactorVAE and BetaVAE vote counts (and FactorVAE's
       variance-estimate samples = num_votes_train); default num_train / num_test, as in
       the reference's configs.
@@ -295,6 +302,22 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
             g = normalize_groups(groups, dim)
         return g
 
+    if concepts is not None and (isinstance(concepts, bool) or not isinstance(concepts, (int, np.integer))
+                                 or concepts < 1):
+        raise FdaeError(f"concepts must be a positive int (FDAE's N) or None, got {concepts!r}")
+
+    def dims_per_group(g) -> int:
+        """The paper protocol's PCA dimensions per group, recorded with the rule used."""
+        if concepts is not None:
+            per = paper_dims_per_group(2 * int(concepts), paper_dims)
+            rule = f"{paper_dims} // (2 x {int(concepts)} concepts)"
+        else:
+            per = paper_dims_per_group(len(g), paper_dims)
+            rule = f"{paper_dims} // {len(g)} groups"
+        result["groups"] = [list(x) for x in g]
+        settings["paper"].update(dims_per_group=per, dims_rule=rule, reduced_dims=[min(per, s) for _, s in g])
+        return per
+
     if protocol == "paper":
         settings["paper"] = {"total_dims": paper_dims, "kmeans_clusters": kmeans_clusters,
                              "kmeans_random_state": kmeans_random_state, "kmeans_n_init": 10,
@@ -320,10 +343,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
                     out = modularity_explicitness(ctr, ftr, cte, fte, num_bins=num_bins, n_jobs=n_jobs)
             else:
                 g = resolved_groups(ctr.shape[1])
-                per = paper_dims_per_group(len(g), paper_dims)
-                result["groups"] = [list(x) for x in g]
-                settings["paper"]["dims_per_group"] = per
-                settings["paper"]["reduced_dims"] = [min(per, s) for _, s in g]
+                per = dims_per_group(g)
                 if name == "dci":
                     check_codes(ctr, "codes", min_samples=2)
                     pca = GroupPCA(g, per).fit(ctr)
@@ -337,11 +357,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
 
                 def reduce(codes):
                     g = resolved_groups(codes.shape[1])
-                    per = paper_dims_per_group(len(g), paper_dims)
-                    result["groups"] = [list(x) for x in g]
-                    settings["paper"]["dims_per_group"] = per
-                    settings["paper"]["reduced_dims"] = [min(per, s) for _, s in g]
-                    return GroupPCA(g, per).fit(codes).transform
+                    return GroupPCA(g, dims_per_group(g)).fit(codes).transform
 
             out = factor_vae_score(dataset, encoder, np.random.RandomState(seed), batch_size=vote_batch_size,
                                    num_train=votes_train, num_eval=votes_eval, num_variance_estimate=votes_train,

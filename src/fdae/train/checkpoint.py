@@ -155,7 +155,7 @@ def require_run_dir(run_dir: str | Path) -> Path:
     if not is_run_dir(run_dir):
         raise FdaeError(
             f"{run_dir} is not an fdae run directory (no config.yaml); pass a directory made by "
-            f"`fdae train`, or start one with `fdae train --config configs/NAME.yaml --run-dir {run_dir}`"
+            f"`fdae train`, or start one with `fdae train --config PRESET --run-dir {run_dir}`"
         )
     return run_dir
 

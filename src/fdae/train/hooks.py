@@ -49,6 +49,7 @@ def evaluate_now(method: torch.nn.Module, dataset: Any, cfg: Config, device: tor
         "protocol": cfg.eval.protocol,
         "random_state": int(cfg.seed),
         "groups": list(getattr(method, "groups", None) or []) or None,
+        "concepts": getattr(method, "paper_concepts", None),
         "num_train": cfg.eval.num_train,
         "num_test": cfg.eval.num_test,
         "num_votes_train": cfg.eval.num_votes_train,

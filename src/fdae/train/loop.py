@@ -13,7 +13,9 @@ finite check (see `fdae.train.guard`) -> optimizer step -> EMA. Loss terms accum
 on the device and are read only at log steps (`train.log_every`).
 
 Stops: `train.steps` reached, `train.time_limit_min` elapsed, or SIGINT/SIGTERM; each
-writes a checkpoint first, and `--resume` continues exactly. Too many non-finite steps
+writes a checkpoint first, and `--resume` continues exactly. The time limit and the run's
+training minutes use the wall clock, or a `StepClock` passed to `train` (a fixed number of
+seconds per step, so that where a session stops does not depend on the machine's speed). Too many non-finite steps
 in a row raise `TrainingDiverged` after saving the last good weights.
 """
 
@@ -61,6 +63,25 @@ class TrainResult:
     minutes: float = 0.0  # training minutes over all sessions of the run (eval excluded)
 
 
+class StepClock:
+    """A training clock that advances `seconds_per_step` at each optimizer step and not
+    otherwise: with it, `train.time_limit_min` and the run's training minutes follow step
+    counts, so tests and reproducible session schedules stop at the same step on a busy
+    machine as on an idle one."""
+
+    def __init__(self, seconds_per_step: float):
+        if not seconds_per_step > 0:
+            raise FdaeError(f"a step clock needs seconds_per_step > 0, got {seconds_per_step!r}")
+        self.seconds_per_step = float(seconds_per_step)
+        self.steps = 0
+
+    def __call__(self) -> float:
+        return self.steps * self.seconds_per_step
+
+    def tick(self) -> None:
+        self.steps += 1
+
+
 class _LossModule(nn.Module):
     """`forward = method.loss`, so DDP can wrap it (DDP hooks into forward/backward).
 
@@ -83,10 +104,11 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, *,
-          progress: bool = True, tensorboard: bool = True) -> TrainResult:
+          progress: bool = True, tensorboard: bool = True, clock: StepClock | None = None) -> TrainResult:
     """Train `cfg` in `run_dir` (None: runs/NAME-TIMESTAMP); `resume=True` continues the
     newest checkpoint of `run_dir` (the caller passes the run's config, see
-    `fdae.train.checkpoint.run_config`). Under `torchrun` every rank calls this."""
+    `fdae.train.checkpoint.run_config`). `clock`: training time for the time limit and the
+    recorded minutes (default: the wall clock). Under `torchrun` every rank calls this."""
     cfg = with_absolute_paths(copy.deepcopy(cfg))
     info = distributed.setup(cfg.train.device, cfg.train.dist_backend)
     try:
@@ -94,7 +116,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
             if resume:
                 raise FdaeError("resume needs the run directory to continue")
             run_dir = distributed.broadcast_object(str(default_run_dir(cfg)), info)
-        result = _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard).run()
+        result = _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard, clock).run()
         # Leave together: rank 0 hosts the rendezvous store, and a rank that tears down
         # while another still talks to it can be aborted by the backend.
         distributed.barrier(info)
@@ -105,8 +127,10 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
 
 class _Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool, info: distributed.DistInfo,
-                 progress: bool, tensorboard: bool):
+                 progress: bool, tensorboard: bool, clock: StepClock | None = None):
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
+        self.clock = clock
+        self.now = clock if clock is not None else time.perf_counter  # training time (s)
         self.device = info.device
         self.progress = progress and info.is_main
         t = cfg.train
@@ -385,17 +409,19 @@ class _Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    unit="step", file=sys.stderr)
         sync_every_step = not self.fused
-        session_start = time.perf_counter()
+        session_start = self.now()
         last_log_t, last_log_step = time.perf_counter(), self.step
-        seg_start = time.perf_counter()
+        seg_start = self.now()
         old_handlers = self._install_signal_handlers()
         try:
             while self.step < t.steps:
                 self.train_step()
+                if self.clock is not None:
+                    self.clock.tick()
                 if self.async_eval is not None:
                     self.async_eval.poll()
                 bar.update(1)
-                now = time.perf_counter()
+                now = self.now()
                 self.train_seconds += now - seg_start
                 seg_start = now
                 at_log = self.step % t.log_every == 0 or self.step == t.steps
@@ -419,7 +445,7 @@ class _Trainer:
                 if stop:
                     reason = stop
                     break
-                seg_start = time.perf_counter()
+                seg_start = self.now()
         except BaseException:
             if self.async_eval is not None:  # their snapshots are evaluated again on resume
                 self.async_eval.stop()
@@ -455,8 +481,7 @@ class _Trainer:
         t = self.cfg.train
         if self.step >= t.steps:
             return None
-        timed_out = t.time_limit_min is not None and \
-            time.perf_counter() - session_start >= t.time_limit_min * 60.0
+        timed_out = t.time_limit_min is not None and self.now() - session_start >= t.time_limit_min * 60.0
         signalled = self.signal is not None
         if self.info.enabled:  # ranks must agree: decide at log steps only
             if not at_log:
