@@ -7,13 +7,14 @@ from fdae.cli import main
 
 def test_demo_writes_results_and_figures(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--minutes", "1", "--device", "cpu", "train.steps=3",
+    rc = main(["demo", "--out", str(out), "--device", "cpu", "train.steps=3",
                "train.log_every=1", "eval.num_train=100", "eval.num_test=50",
                "eval.num_votes_train=30", "eval.num_votes_eval=20"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "shapes3d-synth" and results["procedural"] is True
     assert results["step"] == 3 and isinstance(results["final_loss"], float)
+    assert results["image_size"] == 32  # the demo preset trains on the 32 px rendering
     assert set(results["protocols"]) == {"paper", "dlib"}
     paper = results["protocols"]["paper"]
     assert paper["protocol"] == "paper" and set(paper["metrics"]) == {"dci", "factor_vae", "mig"}

@@ -27,7 +27,7 @@ IDLE_2CORE_MINUTES = {"train": 6.0, "eval": 2.0, "figures": 0.5}
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train, evaluate and visualise a small FDAE on procedural Shapes3D")
     p.add_argument("--out", default="demo_out", help="output folder (run, figures, results.json)")
-    p.add_argument("--config", default=DEFAULT_PRESET, help="preset name (configs/NAME.yaml) or YAML file")
+    p.add_argument("--config", default=DEFAULT_PRESET, help="preset name (see `fdae data list`) or YAML file")
     p.add_argument("--minutes", type=float, default=None,
                    help="optional training time limit (default: none; the preset's train.steps decide, so the "
                         "result does not depend on the machine's speed)")
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_run(run_dir, device=device)
     model, dataset = loaded.method, loaded.dataset
-    results = {"dataset": dataset.name, "procedural": bool(dataset.procedural), "step": loaded.step,
+    results = {"dataset": dataset.name, "procedural": bool(dataset.procedural), "image_size": dataset.image_size,
+               "step": loaded.step,
                "train_seconds": round(train_s, 1), "config": str(run_dir / "config.yaml"),
                "final_loss": result.last_metrics.get("loss"), "protocols": {}}
     # DCI's boosted trees on every raw code dimension take minutes on a CPU: the standard
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             res = evaluate(dataset, model.encode, metrics=metrics, protocol=protocol,
                            random_state=0, groups=model.groups, num_train=cfg.eval.num_train,
                            num_test=cfg.eval.num_test, num_votes_train=cfg.eval.num_votes_train,
-                           num_votes_eval=cfg.eval.num_votes_eval, device=device, progress=say)
+                           num_votes_eval=cfg.eval.num_votes_eval, device=device, progress=say,
+                           concepts=getattr(model, "paper_concepts", None))
             bar.update(done_before + len(metrics) - bar.n)
             res["eval_seconds"] = round(time.time() - t1, 1)
             results["protocols"][protocol] = to_builtin(res)
