@@ -113,7 +113,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
             if claim.finished is not None:
                 return claim.finished
             try:
-                trainer = _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard, claim.start)
+                trainer = _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard, claim.start,
+                                   claim.start_data)
             except BaseException:
                 claim.undo()
                 raise
@@ -140,15 +141,18 @@ class _RunClaim:
         self.created: Path | None = None  # the topmost folder this session created
         self.entries_before: set[str] | None = None
         self.finished: TrainResult | None = None
+        self.start_data: dict[str, Any] | None = None  # rank 0: the verified starting checkpoint, loaded once
         start: str | None = None
         error: str | None = None
         if info.is_main:
             try:
                 start = self._claim(cfg, resume, resume_previous)
-            except FdaeError as err:
-                error = str(err)
-                self.undo()
+            except BaseException as err:
+                self.undo()  # a no-op unless the lock was ours: never touch another trainer's files
                 self.release()
+                if not isinstance(err, FdaeError):
+                    raise
+                error = str(err)
         start, error, done = distributed.broadcast_object(
             (start, error, self.finished is not None), info)
         if error is not None:
@@ -211,7 +215,7 @@ class _RunClaim:
         if latest is None:
             return None
         try:
-            ckpt_io.load_checkpoint(latest)
+            self.start_data = ckpt_io.load_checkpoint(latest)
             return latest
         except ckpt_io.CheckpointDamaged as err:
             if err.previous is None:
@@ -227,14 +231,15 @@ class _RunClaim:
                         os.replace(path, aside)
                     self.say(f"set aside {path.name} as {aside.name}")
             self.say(f"{err.path} cannot be trusted; resuming from {err.previous} as asked (--resume-previous)")
+            self.start_data = ckpt_io.load_checkpoint(err.previous)
             return err.previous
 
     def undo(self) -> None:
         """Remove what this session created in the run directory (only that): the folder
-        itself if it made it, else the entries that were not there before."""
-        if not self.info.is_main:
+        itself if it made it, else the entries that were not there before. Only while
+        holding the lock (released after), so no other trainer's file can be among them."""
+        if not self.info.is_main or self.lock is None:
             return
-        self.release()
         try:
             if self.created is not None:
                 shutil.rmtree(self.created, ignore_errors=True)
@@ -247,6 +252,7 @@ class _RunClaim:
                         p.unlink(missing_ok=True)
         except OSError:
             pass
+        self.release()
 
     def release(self) -> None:
         if self.lock is not None:
@@ -261,7 +267,8 @@ def _last_record(path: Path, max_step: int) -> dict[str, Any]:
 
 class _Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool, info: distributed.DistInfo,
-                 progress: bool, tensorboard: bool, start_ckpt: Path | None):
+                 progress: bool, tensorboard: bool, start_ckpt: Path | None,
+                 start_data: dict[str, Any] | None = None):
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
         self.device = info.device
         self.progress = progress and info.is_main
@@ -303,7 +310,7 @@ class _Trainer:
         self.signal: int | None = None
 
         if start_ckpt is not None:
-            self._load(start_ckpt)
+            self._load(start_ckpt, start_data)
         # The weights' norm where this session starts: the guard's yardstick for a blow-up.
         self.start_norm = _total_norm([p.detach() for p in self.params])
         self.prev_norm = self.start_norm.clone()
@@ -346,8 +353,9 @@ class _Trainer:
 
             tqdm.write(msg, file=sys.stderr)
 
-    def _load(self, path: Path) -> None:
-        data = ckpt_io.load_checkpoint(path, map_location="cpu")  # verified: checksum, finite weights
+    def _load(self, path: Path, data: dict[str, Any] | None = None) -> None:
+        if data is None:
+            data = ckpt_io.load_checkpoint(path, map_location="cpu")  # verified: checksum, finite weights
         ckpt_io.load_state_into(self.method, data["model"], path)
         try:
             self.optimizer.load_state_dict(data["optimizer"])
