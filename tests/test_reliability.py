@@ -79,7 +79,8 @@ def _spawn(args: list[str], log: Path, **env_extra: str) -> subprocess.Popen:
     for key in ("FDAE_TEST_KILL_DURING_WRITE", "FDAE_TEST_PAUSE_AFTER_STEP"):
         if key not in env_extra:
             env.pop(key, None)
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    with open(log, "w") as fh:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=fh)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, log: Path) -> None:
