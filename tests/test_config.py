@@ -66,3 +66,77 @@ def test_defaults_are_the_official_recipe():
     cfg = Config()
     assert cfg.optim.name == "radam" and cfg.optim.lr == 1e-4 and cfg.optim.weight_decay == 0.0
     assert cfg.train.batch_size == 32 and cfg.train.grad_accum == 1 and cfg.train.precision == "auto"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("seed=-1", ["'seed'", "[0, 2**32)", "seed=0"]),
+    ("seed=4294967296", ["'seed'", "[0, 2**32)"]),
+    ("unet.channels=0", ["unet.channels", ">= 1"]),
+    ("unet.channels=-4", ["unet.channels", ">= 1"]),
+    ("unet.num_blocks=0", ["unet.num_blocks"]),
+    ("unet.head_channels=0", ["unet.head_channels"]),
+    ("unet.channel_mult=[]", ["unet.channel_mult", "non-empty"]),
+    ("unet.channel_mult=[1,0]", ["unet.channel_mult", "positive"]),
+    ("unet.dropout=1.0", ["unet.dropout", "[0, 1)"]),
+    ("edm.rho=0", ["edm.rho", "> 0", "edm.rho=7"]),
+    ("edm.sigma_min=-1", ["edm.sigma_min", "> 0", "0.002"]),
+    ("edm.sigma_max=inf", ["edm.sigma_max", "finite"]),
+    ("edm.sigma_data=0", ["edm.sigma_data", "> 0"]),
+    ("edm.p_mean=nan", ["edm.p_mean", "finite"]),
+    ("edm.p_std=-1", ["edm.p_std", ">= 0"]),
+    ("edm.sample_steps=0", ["edm.sample_steps"]),
+    ("optim.lr=inf", ["optim.lr", "finite number > 0", "optim.lr=1e-4"]),
+    ("optim.lr=nan", ["optim.lr", "finite"]),
+    ("optim.lr=-1e-4", ["optim.lr", "> 0"]),
+    ("optim.lr=0", ["optim.lr", "> 0"]),
+    ("optim.weight_decay=-0.1", ["optim.weight_decay", ">= 0"]),
+    ("optim.grad_clip=inf", ["optim.grad_clip", "finite"]),
+    ("optim.warmup_steps=-1", ["optim.warmup_steps"]),
+    ("method.num_concepts=0", ["method.num_concepts"]),
+    ("method.content_dim=0", ["method.content_dim"]),
+    ("method.encoder_width=0", ["method.encoder_width"]),
+    ("method.mask_decoder_width=5", ["method.mask_decoder_width", ">= 6"]),
+    ("method.latent_dim=0", ["method.latent_dim"]),
+    ("method.mask_entropy_weight=-1", ["method.mask_entropy_weight", ">= 0"]),
+    ("train.keep_last=0", ["train.keep_last"]),
+    ("train.max_bad_steps=0", ["train.max_bad_steps"]),
+    ("train.ckpt_every=-1", ["train.ckpt_every"]),
+    ("train.image_every=-1", ["train.image_every"]),
+    ("train.image_steps=0", ["train.image_steps"]),
+    ("train.time_limit_min=0", ["train.time_limit_min"]),
+    ("train.time_limit_min=nan", ["train.time_limit_min", "finite"]),
+    ("eval.num_train=1", ["eval.num_train", ">= 2"]),
+    ("eval.num_test=0", ["eval.num_test"]),
+    ("eval.num_votes_train=0", ["eval.num_votes_train"]),
+    ("eval.batch_size=0", ["eval.batch_size"]),
+    ("eval.async_workers=-1", ["eval.async_workers"]),
+    ("eval.metrics=[sap]", ["eval.metrics", "dci, factor_vae, mig"]),
+    ("eval.metrics=[nonsense]", ["eval.metrics"]),
+    ("name=a/b", ["'name'", "plain name"]),
+    ("name=''", ["'name'"]),
+    ("data.name=''", ["data.name"]),
+])
+def test_every_impossible_value_is_refused_with_its_range(override, words):
+    with pytest.raises(FdaeError) as err:
+        load_config(CONFIGS / "shapes3d-tiny.yaml", [override])
+    for w in words:
+        assert w in str(err.value), str(err.value)
+
+
+def test_a_huge_but_finite_learning_rate_is_a_valid_config():
+    """1e6 is absurd but finite: it is the non-finite guard's job (tests/test_reliability.py)."""
+    assert load_config(CONFIGS / "shapes3d-tiny.yaml", ["optim.lr=1e6"]).optim.lr == 1e6
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["unet.channel_mult=[1,1,1,1,1,1,1,1]"], ["8 levels", "at most 7"]),
+    (["unet.channels=100", "unet.head_channels=32", "unet.channel_mult=[1]"], ["attention heads"]),
+])
+def test_unet_shapes_that_cannot_work_are_named_before_building(overrides, words):
+    from fdae.methods import build_method
+
+    cfg = load_config(CONFIGS / "shapes3d-tiny.yaml", overrides)
+    with pytest.raises(FdaeError) as err:
+        build_method(cfg, 3, 64)
+    for w in words:
+        assert w in str(err.value)

@@ -39,13 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parse_args`, except that `key=value` overrides may stand anywhere on the line
+    (before, between or after options) for commands that take overrides: argparse's
+    `nargs="*"` positional takes only the first run of them, so the rest arrive as
+    unrecognised arguments and are appended here in command-line order."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides"):
+        stray = [a for a in extra if a.startswith("-") or "=" not in a]
+        if not stray:
+            args.overrides = [*(args.overrides or []), *extra]
+            return args
+        extra = stray
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
     except FdaeError as err:
         print(f"fdae: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write or read the command did not anticipate: still one line
+        from fdae.errors import describe_os_error
+
+        print(f"fdae: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fdae: interrupted", file=sys.stderr)

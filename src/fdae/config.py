@@ -7,6 +7,7 @@ bad key or value and the accepted choices, and every run writes its resolved con
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,46 +221,130 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
+SEED_LIMIT = 2**32  # numpy's RandomState (the metrics, the global RNGs) takes seeds below 2**32
+
+
+_HINTS = {
+    "optim.lr": "the presets use 1e-4 (paper) to 1e-3 (tiny); set optim.lr=1e-4",
+    "edm.sigma_min": "EDM's default is 0.002; set edm.sigma_min=0.002",
+    "edm.sigma_max": "EDM's default is 80; set edm.sigma_max=80",
+    "edm.rho": "EDM's default is 7; set edm.rho=7",
+    "edm.sigma_data": "EDM's default is 0.5; set edm.sigma_data=0.5",
+    "edm.p_mean": "EDM's default is -1.2; set edm.p_mean=-1.2",
+    "edm.p_std": "EDM's default is 1.2; set edm.p_std=1.2",
+    "train.steps": "set train.steps to the number of optimizer steps, e.g. train.steps=1000",
+}
+_POSITIVE_FLOATS = ("optim.lr", "edm.sigma_data", "edm.sigma_min", "edm.sigma_max", "edm.rho",
+                    "optim.grad_clip", "train.time_limit_min")
+
+
+def _fail(key: str, rule: str, value: Any, fix: str) -> FdaeError:
+    return FdaeError(f"config key '{key}' must be {rule}, got {value!r}; {fix}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_finite(obj: Any, prefix: str = "") -> None:
+    """No float anywhere may be inf or nan: every consumer (optimizer, EDM schedule,
+    sampler) would turn one into NaN weights or images much later."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{key}.")
+            continue
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise _fail(key, "a finite number" + (" > 0" if key in _POSITIVE_FLOATS else ""), v,
+                            _HINTS.get(key, f"set {key} to a real value (see configs/*.yaml)"))
+
+
 def validate(cfg: Config) -> Config:
+    """Every field against its range, so a bad value stops the run before any work with
+    one message that names the key and the fix (not a traceback minutes later)."""
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise FdaeError(f"config key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
-    positive = {
-        "method.num_concepts": cfg.method.num_concepts,
-        "method.content_dim": cfg.method.content_dim,
-        "method.mask_dim": cfg.method.mask_dim,
-        "method.adjust_dim": cfg.method.adjust_dim,
-        "train.batch_size": cfg.train.batch_size,
-        "train.steps": cfg.train.steps,
-        "optim.lr": cfg.optim.lr,
-        "edm.sigma_data": cfg.edm.sigma_data,
-        "edm.sample_steps": cfg.edm.sample_steps,
+    _check_finite(cfg)
+    if not cfg.name or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
+        raise _fail("name", "a plain name (it names the run directory runs/NAME-TIMESTAMP)", cfg.name,
+                    "set name=my-run")
+    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < SEED_LIMIT:
+        raise _fail("seed", "an integer in [0, 2**32)", cfg.seed, "set seed=0 (or another non-negative integer)")
+    if not cfg.data.name:
+        raise _fail("data.name", "a dataset name", cfg.data.name, "see `fdae data list`, or use folder:PATH")
+    m, u, e, o, t, ev = cfg.method, cfg.unet, cfg.edm, cfg.optim, cfg.train, cfg.eval
+    positive = {  # strictly > 0
+        "method.num_concepts": m.num_concepts,
+        "method.content_dim": m.content_dim,
+        "method.mask_dim": m.mask_dim,
+        "method.adjust_dim": m.adjust_dim,
+        "method.encoder_width": m.encoder_width,
+        "method.latent_dim": m.latent_dim,
+        "train.batch_size": t.batch_size,
+        "train.steps": t.steps,
+        "optim.lr": o.lr,
+        "edm.sigma_data": e.sigma_data,
+        "edm.sigma_min": e.sigma_min,
+        "edm.sigma_max": e.sigma_max,
+        "edm.rho": e.rho,
+        "edm.sample_steps": e.sample_steps,
+        "eval.num_test": ev.num_test,
+        "eval.num_votes_train": ev.num_votes_train,
+        "eval.num_votes_eval": ev.num_votes_eval,
+        "eval.batch_size": ev.batch_size,
     }
     for key, value in positive.items():
         if not value > 0:
-            raise FdaeError(f"config key '{key}' must be > 0, got {value!r}")
+            raise _fail(key, "> 0", value, _HINTS.get(key, f"set {key} to a positive value"))
+    for key, value in (("unet.channels", u.channels), ("unet.num_blocks", u.num_blocks),
+                       ("unet.head_channels", u.head_channels)):
+        if value is not None and not value >= 1:
+            raise _fail(key, ">= 1 or null (null keeps the preset's)", value, f"set {key}=null or a positive integer")
+    for key, value in (("unet.channel_mult", u.channel_mult), ("unet.attn_resolutions", u.attn_resolutions)):
+        if value is None:
+            continue
+        if key == "unet.channel_mult" and not value:
+            raise _fail(key, "a non-empty list of positive integers or null", value, "e.g. unet.channel_mult=[1,2,2]")
+        if not all(v >= 1 for v in value):
+            raise _fail(key, "a list of positive integers or null", value,
+                        "e.g. unet.channel_mult=[1,2,2] or unet.attn_resolutions=[16]")
+    if u.dropout is not None and not 0.0 <= u.dropout < 1.0:
+        raise _fail("unet.dropout", "in [0, 1) or null", u.dropout, "set unet.dropout=0")
+    if m.mask_decoder_width < 6:  # its narrowest stage is width // 6 channels
+        raise _fail("method.mask_decoder_width", ">= 6", m.mask_decoder_width, "the paper uses 384")
+    for key, value in (("method.content_decorrelation_weight", m.content_decorrelation_weight),
+                       ("method.mask_entropy_weight", m.mask_entropy_weight),
+                       ("optim.weight_decay", o.weight_decay)):
+        if not value >= 0:
+            raise _fail(key, ">= 0", value, f"set {key}=0 to turn it off")
+    if not e.p_std >= 0:
+        raise _fail("edm.p_std", ">= 0", e.p_std, _HINTS["edm.p_std"])
     at_least = {
-        "train.log_every": (cfg.train.log_every, 1),
-        "train.keep_last": (cfg.train.keep_last, 1),
-        "train.max_bad_steps": (cfg.train.max_bad_steps, 1),
-        "train.grad_accum": (cfg.train.grad_accum, 1),
-        "train.image_steps": (cfg.train.image_steps, 1),
-        "train.ckpt_every": (cfg.train.ckpt_every, 0),
-        "train.eval_every": (cfg.train.eval_every, 0),
-        "eval.async_workers": (cfg.eval.async_workers, 0),
-        "optim.warmup_steps": (cfg.optim.warmup_steps, 0),
-        "optim.weight_decay": (cfg.optim.weight_decay, 0),
+        "train.log_every": (t.log_every, 1),
+        "train.keep_last": (t.keep_last, 1),
+        "train.max_bad_steps": (t.max_bad_steps, 1),
+        "train.grad_accum": (t.grad_accum, 1),
+        "train.image_steps": (t.image_steps, 1),
+        "train.ckpt_every": (t.ckpt_every, 0),
+        "train.eval_every": (t.eval_every, 0),
+        "eval.async_workers": (ev.async_workers, 0),
+        "eval.num_train": (ev.num_train, 2),
+        "optim.warmup_steps": (o.warmup_steps, 0),
     }
-    if cfg.train.image_every is not None:
-        at_least["train.image_every"] = (cfg.train.image_every, 0)
+    if t.image_every is not None:
+        at_least["train.image_every"] = (t.image_every, 0)
     for key, (value, low) in at_least.items():
         if value < low:
-            raise FdaeError(f"config key '{key}' must be >= {low}, got {value!r}")
-    for key, value in (("optim.grad_clip", cfg.optim.grad_clip), ("train.time_limit_min", cfg.train.time_limit_min)):
+            raise _fail(key, f">= {low}", value, f"set {key}={max(low, 1)} or more")
+    for key, value in (("optim.grad_clip", o.grad_clip), ("train.time_limit_min", t.time_limit_min)):
         if value is not None and not value > 0:
-            raise FdaeError(f"config key '{key}' must be > 0 or null, got {value!r}")
+            raise _fail(key, "> 0 or null", value, f"set {key}=null to turn it off")
     size = cfg.data.image_size
     if size is not None and (size < 16 or size % 16):
         raise FdaeError(f"config key 'data.image_size' must be a multiple of 16 (64 or 128) or null, got {size!r}")
@@ -267,21 +352,32 @@ def validate(cfg: Config) -> Config:
         raise FdaeError(f"config key 'data.image_size' is {size}, but {cfg.data.name} has 64x64 images: choose 32 "
                         "or 16 to train on a box-filtered copy, or null; higher resolutions are for image folders "
                         "(data.name=folder:PATH).")
-    if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
-        raise FdaeError(f"config key 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas!r}")
-    if cfg.train.batch_size % cfg.train.grad_accum:
+    if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+        raise FdaeError(f"config key 'optim.betas' must be two numbers in [0, 1), got {o.betas!r}; "
+                        f"Adam's default is optim.betas=[0.9,0.999]")
+    if t.batch_size % t.grad_accum:
         raise FdaeError(
-            f"config key 'train.batch_size' ({cfg.train.batch_size}) must be divisible by "
-            f"'train.grad_accum' ({cfg.train.grad_accum})"
+            f"config key 'train.batch_size' ({t.batch_size}) must be divisible by "
+            f"'train.grad_accum' ({t.grad_accum})"
         )
-    if cfg.train.ema_decay is not None and not 0.0 < cfg.train.ema_decay < 1.0:
-        raise FdaeError(f"config key 'train.ema_decay' must be in (0, 1) or null, got {cfg.train.ema_decay}")
-    if not cfg.method.use_masks and cfg.method.num_concepts != 1:
+    if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
+        raise FdaeError(f"config key 'train.ema_decay' must be in (0, 1) or null, got {t.ema_decay}; "
+                        f"e.g. train.ema_decay=0.999, or null for no EMA")
+    if not m.use_masks and m.num_concepts != 1:
         raise FdaeError(
             "method.use_masks=false is the E+G ablation and needs method.num_concepts=1"
         )
-    if cfg.edm.sigma_min >= cfg.edm.sigma_max:
-        raise FdaeError("config key 'edm.sigma_min' must be below 'edm.sigma_max'")
+    if e.sigma_min >= e.sigma_max:
+        raise FdaeError(f"config key 'edm.sigma_min' ({e.sigma_min}) must be below 'edm.sigma_max' "
+                        f"({e.sigma_max}); EDM uses 0.002 and 80")
+    from fdae.metrics.protocol import PROTOCOL_METRICS, parse_metrics  # light: no torch, no scikit-learn
+
+    try:
+        parse_metrics(list(ev.metrics), ev.protocol)
+    except FdaeError:
+        allowed = ", ".join(PROTOCOL_METRICS[ev.protocol])
+        raise FdaeError(f"config key 'eval.metrics' is {ev.metrics!r}; under eval.protocol={ev.protocol} choose "
+                        f"one or more of {allowed} (eval.protocol=dlib also has sap, modularity, beta_vae)") from None
     return cfg
 
 

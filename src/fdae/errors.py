@@ -33,3 +33,52 @@ def require_output_file(path, what: str, suffixes: tuple[str, ...] = ()) -> None
     if path.is_dir():
         raise FdaeError(f"{what} {path} is a folder; give a file name inside it")
     require_output_dir(path.parent, what)
+
+
+_NO_SPACE = {"ENOSPC", "EDQUOT"}
+
+
+def write_error(path, err: OSError, fix: str = "") -> FdaeError:
+    """One line for an OSError met while writing `path`: what happened, where, and the fix
+    (disk full, read-only filesystem, no permission), instead of a traceback."""
+    import errno
+
+    name = errno.errorcode.get(err.errno or 0, "")
+    where = str(path)
+    then = f"; {fix}" if fix else ""
+    if name in _NO_SPACE:
+        return FdaeError(f"no space left on the device holding {where} (disk or quota full); free some space "
+                         f"(e.g. old runs or checkpoints) or write somewhere else{then}")
+    if name == "EROFS":
+        return FdaeError(f"{where} is on a read-only filesystem; choose a writable location{then}")
+    if name in ("EACCES", "EPERM"):
+        return FdaeError(f"no permission to write {where}; fix its permissions (or its folder's) or choose "
+                         f"another location{then}")
+    reason = err.strerror or type(err).__name__
+    return FdaeError(f"could not write {where}: {reason}{then}")
+
+
+class writing:
+    """`with writing(path, fix):` turns an OSError in the block into `write_error`."""
+
+    def __init__(self, path, fix: str = ""):
+        self.path, self.fix = path, fix
+
+    def __enter__(self) -> "writing":
+        return self
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if isinstance(err, OSError):
+            raise write_error(self.path if self.path is not None else err.filename, err, self.fix) from None
+        return False
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an OSError nobody turned into an FdaeError (the CLI's last resort)."""
+    import errno
+
+    name = errno.errorcode.get(err.errno or 0, "")
+    where = err.filename if err.filename is not None else "a file"
+    if name in _NO_SPACE or name in ("EROFS", "EACCES", "EPERM"):
+        return str(write_error(where, err))
+    return f"{where}: {err.strerror or type(err).__name__}"

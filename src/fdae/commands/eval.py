@@ -11,6 +11,13 @@ REPR is one of
 The result JSON records the dataset (name and whether it is procedural), the protocol,
 every setting, the representation's groups, all scores and timings.
 
+A trained run is evaluated with its own settings (the `eval:` section and seed of
+RUN_DIR/config.yaml: protocol, metrics, sample and vote counts), so the numbers match its
+eval.jsonl; flags override them. Progress is a bar over the images to encode, with an
+estimate of the time left. Each metric's result is saved as soon as it finishes (to
+--out, or for a run to RUN_DIR/eval_results/), marked incomplete until the last one; the
+same command run again after an interruption computes only the metrics still missing.
+
 Image folders (data.name=folder:PATH) have no factors. `--probe linear` reads their
 labels.csv instead: a linear classifier per attribute on the PCA'd content codes, mean
 held-out accuracy (`fdae.metrics.probe`). The metrics run on a folder only when its
@@ -235,13 +242,132 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise FdaeError("--encode-batch-size must be at least 1")
 
 
+REFERENCE_DEFAULTS = {"protocol": "dlib", "metrics": None, "num_train": 10000, "num_test": 5000,
+                      "vote_batch_size": 64, "seed": 0}
+
+
+def apply_run_settings(args: argparse.Namespace, say) -> str | None:
+    """Fill the settings no flag gave: a trained run's own (its config's `eval:` section
+    and seed), else the reference defaults. Returns the run directory, or None."""
+    spec = args.representation
+    run_dir = None
+    defaults = dict(REFERENCE_DEFAULTS, votes_train=None, votes_eval=None)
+    if spec not in REFERENCE_REPRESENTATIONS and os.path.exists(spec):
+        from fdae.train.checkpoint import is_run_dir, resolve_checkpoint, run_config
+
+        run_dir = str(resolve_checkpoint(spec)[0])
+        if is_run_dir(run_dir):
+            cfg = run_config(run_dir)
+            e = cfg.eval
+            protocol = args.protocol or e.protocol
+            defaults = {"protocol": e.protocol, "metrics": ",".join(e.metrics) if protocol == e.protocol else None,
+                        "num_train": e.num_train, "num_test": e.num_test, "votes_train": e.num_votes_train,
+                        "votes_eval": e.num_votes_eval, "vote_batch_size": e.batch_size, "seed": cfg.seed}
+            given = [f"--{k.replace('_', '-')}" for k in defaults if getattr(args, k) is not None]
+            say(f"settings from {run_dir}/config.yaml (eval: section and seed)"
+                + (f", overridden by {', '.join(given)}" if given else ""))
+    # Votes follow an explicit --num-train/--num-test, as documented, before the run's own.
+    if args.votes_train is None and args.num_train is not None:
+        args.votes_train = args.num_train
+    if args.votes_eval is None and args.num_test is not None:
+        args.votes_eval = args.num_test
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return run_dir
+
+
+def images_to_encode(names: list[str], args: argparse.Namespace) -> int:
+    """How many images the metrics will encode (the progress bar's total)."""
+    votes_train = args.num_train if args.votes_train is None else args.votes_train
+    votes_eval = args.num_test if args.votes_eval is None else args.votes_eval
+    total = 0
+    if any(m in names for m in ("dci", "mig", "sap", "modularity")):
+        total += args.num_train + (args.num_test if any(m in names for m in ("dci", "sap", "modularity")) else 0)
+    if "factor_vae" in names:
+        total += votes_train + (votes_train + votes_eval) * args.vote_batch_size
+    if "beta_vae" in names:
+        total += 2 * (votes_train + votes_eval) * args.vote_batch_size
+    return total
+
+
+class CountingEncoder:
+    """`encode`, advancing a progress bar by the images it encodes."""
+
+    def __init__(self, encode: Callable, bar):
+        self.encode, self.bar = encode, bar
+        self.uses_factors = bool(getattr(encode, "uses_factors", False))
+        self.dataset = getattr(encode, "dataset", None)
+
+    def __call__(self, images, **kwargs):
+        out = self.encode(images, **kwargs)
+        self.bar.update(int(images.shape[0]))
+        return out
+
+
+class PartialResults:
+    """Each finished metric saved at once (atomically), marked incomplete until the end;
+    an incomplete file from the same evaluation (same checkpoint and settings) supplies
+    the metrics it already holds."""
+
+    def __init__(self, path: str | None, key: dict, reusable: bool, explicit: bool, say):
+        from pathlib import Path
+
+        self.path = Path(path) if path else None
+        self.key, self.explicit, self.say = key, explicit, say
+        self.previous: dict = {}
+        if self.path is not None and reusable and self.path.is_file():
+            import json
+
+            try:
+                old = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                old = {}
+            if isinstance(old, dict) and old.get("complete") is False and old.get("key") == key:
+                self.previous = old
+
+    def done(self) -> list[str]:
+        return list((self.previous.get("metrics") or {}).keys())
+
+    def merge(self, result: dict) -> dict:
+        """`result` with the metrics (and their settings, seconds) of the earlier attempt."""
+        if not self.previous:
+            return result
+        merged = dict(result)
+        for part in ("metrics", "seconds", "settings"):
+            merged[part] = {**(self.previous.get(part) or {}), **(result.get(part) or {})}
+        if merged.get("groups") is None:
+            merged["groups"] = self.previous.get("groups")
+        return merged
+
+    def save(self, result: dict, complete: bool) -> None:
+        if self.path is None:
+            return
+        from fdae.errors import writing
+        from fdae.metrics.utils import write_json
+
+        out = dict(self.merge(result), complete=complete, key=self.key)
+        try:
+            with writing(self.path, "pass --out FILE.json somewhere writable"):
+                write_json(out, self.path)
+        except FdaeError as err:
+            if self.explicit:
+                raise
+            self.say(f"results not saved as they finish: {err}")
+            self.path = None
+
+
 def run(args: argparse.Namespace) -> int:
-    from fdae.metrics.protocol import evaluate
+    from fdae.metrics.protocol import evaluate, parse_metrics
 
     if getattr(args, "probe", None):
         return run_probe(args)
+    quiet = getattr(args, "quiet", False)
+    say = (lambda msg: None) if quiet else (lambda msg: _write(f"[eval] {msg}"))
     device = resolve_device(args.device, source="--device")
+    run_dir = apply_run_settings(args, say)
     _check_outputs(args)
+    names = parse_metrics(args.metrics, args.protocol)
     spec = args.representation
     name = args.dataset or (DEFAULT_DATASET if spec in REFERENCE_REPRESENTATIONS or not os.path.exists(spec) else None)
     if name is None and args.data_root:  # the run's own dataset, read from the root given here
@@ -255,32 +381,73 @@ def run(args: argparse.Namespace) -> int:
     if dataset is None:
         dataset = encode.dataset
     dataset = with_factors(dataset)
-    quiet = getattr(args, "quiet", False)
-    say = (lambda msg: None) if quiet else (lambda msg: print(f"[eval] {msg}", file=sys.stderr, flush=True))
     say(f"{description}")
-    say(f"dataset {getattr(dataset, 'name', args.dataset)}, protocol {args.protocol}, seed {args.seed}")
-    result = evaluate(
-        dataset, encode, metrics=args.metrics, protocol=args.protocol, random_state=args.seed, groups=groups,
-        num_train=args.num_train, num_test=args.num_test, num_votes_train=args.votes_train,
-        num_votes_eval=args.votes_eval, vote_batch_size=args.vote_batch_size, device=device, n_jobs=args.jobs,
-        progress=say,
-        encode_batch_size=args.encode_batch_size, concepts=getattr(encode, "paper_concepts", None),
-    )
+    say(f"dataset {getattr(dataset, 'name', args.dataset)}, protocol {args.protocol}, seed {args.seed}, "
+        f"{args.num_train} train / {args.num_test} test samples, votes {args.votes_train}/{args.votes_eval} "
+        f"of {args.vote_batch_size} images")
+    out = args.out
+    if out is None and run_dir is not None:
+        step = _step_of_description(description)
+        out = os.path.join(run_dir, "eval_results", f"step_{step:08d}-{args.protocol}-seed{args.seed}.json")
+    key = {"representation": description, "dataset": getattr(dataset, "name", None), "data_root": args.data_root,
+           "protocol": args.protocol, "seed": args.seed, "num_train": args.num_train, "num_test": args.num_test,
+           "votes_train": args.votes_train, "votes_eval": args.votes_eval, "vote_batch_size": args.vote_batch_size}
+    partial = PartialResults(out, key, reusable=run_dir is not None, explicit=args.out is not None, say=say)
+    todo = [m for m in names if m not in partial.done()]
+    if partial.done():
+        say(f"{', '.join(partial.done())} already computed in {partial.path} (an interrupted evaluation); "
+            f"computing {', '.join(todo) or 'nothing more'}")
+    from tqdm import tqdm
+
+    bar = tqdm(total=images_to_encode(todo, args), unit="img", unit_scale=True, desc="images encoded",
+               disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    try:
+        result = evaluate(
+            dataset, CountingEncoder(encode, bar), metrics=todo, protocol=args.protocol,
+            random_state=args.seed, groups=groups, num_train=args.num_train, num_test=args.num_test,
+            num_votes_train=args.votes_train, num_votes_eval=args.votes_eval, vote_batch_size=args.vote_batch_size,
+            device=device, n_jobs=args.jobs, progress=say, encode_batch_size=args.encode_batch_size,
+            on_metric=lambda metric, so_far: partial.save(so_far, complete=False),
+            concepts=getattr(encode, "paper_concepts", None),
+        ) if todo else {k: v for k, v in partial.previous.items() if k not in ("complete", "key")}
+    except KeyboardInterrupt:
+        bar.close()
+        if partial.path is not None and partial.path.is_file():
+            _write(f"fdae: interrupted; the metrics finished so far are saved in {partial.path}: run the same "
+                   f"command again to compute only the rest")
+        raise
+    finally:
+        bar.close()
+    result = partial.merge(result)
+    result["metrics"] = {m: result["metrics"][m] for m in names if m in result["metrics"]}
     result["representation"] = {"spec": args.representation, "description": description}
     result["dataset"]["data_root"] = args.data_root
     kind = result["dataset"].get("procedural")
     kind_txt = "" if kind is None else (" (procedural)" if kind else " (real files)")
-    print(f"{args.representation} on {result['dataset']['name']}{kind_txt}, protocol {args.protocol}, seed {args.seed}")
+    print(f"{args.representation} on {result['dataset'].get('name', name)}{kind_txt}, protocol {args.protocol}, "
+          f"seed {args.seed}")
     print(format_table(result))
-    if args.out:
-        from fdae.metrics.utils import write_json
-
-        write_json(result, args.out)
-        print(f"wrote {args.out}")
+    partial.previous = {}
+    partial.save(result, complete=True)
+    if partial.path is not None:
+        print(f"wrote {partial.path}")
     if args.plot:
         plot_importance(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _write(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _step_of_description(description: str) -> int:
+    import re
+
+    found = re.search(r"\(step (\d+)", description)
+    return int(found.group(1)) if found else 0
 
 
 def format_probe(result: dict) -> str:
@@ -306,6 +473,7 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.plot:
         raise FdaeError("--plot draws DCI's importance matrix, which the linear probe does not compute; drop --plot.")
     _check_outputs(args)
+    args.seed = 0 if args.seed is None else args.seed
     spec = args.representation
     if spec == "oracle":
         raise FdaeError("the oracle reads ground-truth factors, not images, so there is nothing to probe; "
@@ -358,17 +526,26 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="dataset name (default: a run's own dataset; shapes3d-synth, procedural, for oracle/random)")
     p.add_argument("--data-root", default=None, help="folder with the real dataset files")
-    p.add_argument("--protocol", choices=("dlib", "paper"), default="dlib",
-                   help="dlib: the standard disentanglement_lib protocol; paper: FDAE's published protocol")
+    p.add_argument("--protocol", choices=("dlib", "paper"), default=None,
+                   help="dlib: the standard disentanglement_lib protocol; paper: FDAE's published protocol "
+                        "(default: a run's eval.protocol, else dlib)")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated subset of dci,mig,sap,modularity,factor_vae,beta_vae (default: all of the protocol)")
-    p.add_argument("--num-train", type=int, default=10000, help="training samples / votes (default 10000)")
-    p.add_argument("--num-test", type=int, default=5000, help="test samples / eval votes (default 5000)")
+                   help="comma-separated subset of dci,mig,sap,modularity,factor_vae,beta_vae (default: a run's "
+                        "eval.metrics under its own protocol, else all of the protocol)")
+    p.add_argument("--num-train", type=int, default=None,
+                   help="training samples / votes (default: a run's eval.num_train, else 10000)")
+    p.add_argument("--num-test", type=int, default=None,
+                   help="test samples / eval votes (default: a run's eval.num_test, else 5000)")
     p.add_argument("--votes-train", type=int, default=None,
-                   help="FactorVAE/BetaVAE training votes and FactorVAE variance samples (default: --num-train)")
-    p.add_argument("--votes-eval", type=int, default=None, help="FactorVAE/BetaVAE eval votes (default: --num-test)")
-    p.add_argument("--vote-batch-size", type=int, default=64, help="images per FactorVAE/BetaVAE vote (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every metric's RandomState (default 0)")
+                   help="FactorVAE/BetaVAE training votes and FactorVAE variance samples (default: --num-train if "
+                        "given, else a run's eval.num_votes_train, else the number of training samples)")
+    p.add_argument("--votes-eval", type=int, default=None,
+                   help="FactorVAE/BetaVAE eval votes (default: --num-test if given, else a run's "
+                        "eval.num_votes_eval, else the number of test samples)")
+    p.add_argument("--vote-batch-size", type=int, default=None,
+                   help="images per FactorVAE/BetaVAE vote (default: a run's eval.batch_size, else 64)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of every metric's RandomState (default: a run's seed, else 0)")
     p.add_argument("--device", default="auto", help="device of the encoder: cpu, cuda, cuda:N, auto (default)")
     p.add_argument("--encode-batch-size", type=int, default=512, help="images per encoder call (default 512)")
     p.add_argument("--jobs", type=int, default=None, help="parallel classifier fits (default: all CPU cores)")

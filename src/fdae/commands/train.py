@@ -4,6 +4,7 @@
     fdae train --config shapes3d-fast --run-dir runs/fast
     fdae train --resume runs/fast                   # continue exactly where it stopped
     fdae train --resume runs/fast train.steps=20000 # ... and train longer
+    fdae train --resume runs/fast --resume-previous # ... from the newest intact checkpoint
     torchrun --nproc_per_node=2 -m fdae train --config shapes3d-fast
 """
 
@@ -33,6 +34,9 @@ def register(subparsers) -> None:
                    help="a row of FDAE's ablation table: eg, cmfnet, cmfnet+cd, cmfnet+me, full")
     p.add_argument("--run-dir", metavar="DIR", help="where the run goes (default runs/NAME-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the newest checkpoint of RUN_DIR")
+    p.add_argument("--resume-previous", action="store_true",
+                   help="with --resume: if the newest checkpoint fails its integrity check, continue from the "
+                        "newest one that passes (the damaged file is kept as *.corrupt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -44,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from fdae.train.checkpoint import run_config
     from fdae.train.loop import train
 
+    if args.resume_previous and not args.resume:
+        raise FdaeError("--resume-previous goes with --resume RUN_DIR")
     if args.resume:
         if args.config or args.ablation:
             raise FdaeError("give either --config [--ablation] (a new run) or --resume RUN_DIR (the run's own config), not both")
@@ -60,13 +66,21 @@ def run(args: argparse.Namespace) -> int:
         if args.ablation:
             cfg.name = f"{cfg.name}-{args.ablation}"
         run_dir, resume = args.run_dir, False
-    result = train(cfg, run_dir, resume=resume, progress=not args.no_progress)
+    result = train(cfg, run_dir, resume=resume, progress=not args.no_progress,
+                   resume_previous=args.resume_previous)
     import os
 
-    if int(os.environ.get("RANK", "0")) == 0:
-        loss = result.last_metrics.get("loss")
-        text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
-        print(f"run {result.run_dir}: step {result.step} ({result.reason}), last loss {text}, "
-              f"{result.skipped_steps} skipped steps, {result.minutes:.1f} training min; "
-              f"checkpoint {result.checkpoint}", file=sys.stderr)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if result.reason == "finished_before":
+        print(f"run {result.run_dir} has already finished: its newest checkpoint is at step {result.step} and "
+              f"train.steps is {cfg.train.steps}, so nothing was done and nothing changed. To train it longer, "
+              f"`fdae train --resume {result.run_dir} train.steps={max(result.step, cfg.train.steps) * 2}`",
+              file=sys.stderr)
+        return 0
+    loss = result.last_metrics.get("loss")
+    text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
+    print(f"run {result.run_dir}: step {result.step} ({result.reason}), last loss {text}, "
+          f"{result.skipped_steps} skipped steps, {result.minutes:.1f} training min; "
+          f"checkpoint {result.checkpoint}", file=sys.stderr)
     return 0

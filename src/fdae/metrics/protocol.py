@@ -218,7 +218,8 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
              paper_dims: int = 36, kmeans_clusters: int = 20, kmeans_random_state: int = 0,
              dci_learning_rate: float = 0.1, device=None, encode_batch_size: int = DEFAULT_ENCODE_BATCH,
              n_jobs: int | None = None, progress: Callable[[str], None] | None = None,
-             concepts: int | None = None) -> dict:
+             concepts: int | None = None,
+             on_metric: Callable[[str, dict], None] | None = None) -> dict:
     """Evaluate `encode(images) -> codes` on `dataset` with the named protocol.
 
     metrics: list or comma-separated names from dci, mig, sap, modularity, factor_vae,
@@ -232,7 +233,9 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
       the reference's configs.
     Returns {"protocol", "dataset", "settings", "groups", "metrics": {name: dict},
     "seconds": {name: s}}; numpy arrays inside (e.g. DCI's importance matrix) can be
-    made JSON-ready with `fdae.metrics.utils.to_builtin`."""
+    made JSON-ready with `fdae.metrics.utils.to_builtin`.
+    on_metric(name, result so far): called as each metric finishes (`fdae eval` saves
+    what it has computed, so an interrupted evaluation loses nothing finished)."""
     if protocol not in PROTOCOLS:
         raise FdaeError(f"unknown protocol {protocol!r}; choose 'dlib' (standard) or 'paper' (FDAE's published numbers).")
     if getattr(dataset, "factor_sizes", None) is None:  # an image folder: its label grid, or a clear error
@@ -367,6 +370,8 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
                                  num_train=votes_train, num_eval=votes_eval)
         result["metrics"][name] = out
         result["seconds"][name] = time.perf_counter() - t0
+        if on_metric is not None:
+            on_metric(name, result)
     if result["groups"] is None and groups is not None:
         result["groups"] = [list(x) for x in normalize_groups(groups)]
     result["code_dim"] = encoder.dim

@@ -8,15 +8,23 @@ Layout of a run directory:
 A checkpoint is a `torch.save`d dict (loaded with `weights_only=True`, so loading never
 runs code) holding: format/version, step, model state, EMA parameters (or None),
 optimizer state, RNG states (per shard generators, per rank global RNGs), the config as
-a dict and the trainer's counters. It is written to a temporary file in the same
-folder, fsynced and renamed, so a crash never leaves a half-written `step_*.pt`.
+a dict, the trainer's counters and an integrity record: the sha256 of every tensor's
+bytes (with its dtype and shape) and every plain value, in the payload's own order,
+checked on every load, so a flipped bit on disk is named instead of trained on. It is
+written to a temporary file `.step_N.pt.tmp-PID` in the same folder, fsynced and
+renamed, so a crash never leaves a half-written `step_*.pt`; a resumed run removes such
+leftovers (`remove_temporary_files`). Only zip archives are ever handed to `torch.load`:
+a legacy-format pickle is refused before it is opened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +32,24 @@ from typing import Any
 import torch
 
 from fdae.config import Config, config_from_dict, load_config
-from fdae.errors import FdaeError
+from fdae.errors import FdaeError, writing
+from fdae.train import faults
 
 FORMAT = "fdae-checkpoint"
 VERSION = 1
 PATTERN = re.compile(r"^step_(\d{8,})\.pt$")
+TEMPORARY = re.compile(r"^\.step_\d{8,}\.pt\.tmp-\d+$")
+INTEGRITY = "integrity"
+_UNCHECKED_SAID: list[bool] = []  # a checkpoint without checksum was reported (once a process)
+
+
+class CheckpointDamaged(FdaeError):
+    """A checkpoint that cannot be trusted (unreadable, checksum mismatch, non-finite
+    weights); `previous` is the newest older checkpoint that loads cleanly, if any."""
+
+    def __init__(self, message: str, path: Path, previous: Path | None = None):
+        super().__init__(message)
+        self.path, self.previous = path, previous
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -41,7 +62,10 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of the run's checkpoints, oldest first."""
-    folder = checkpoint_dir(run_dir)
+    return _list_folder(checkpoint_dir(run_dir))
+
+
+def _list_folder(folder: Path) -> list[tuple[int, Path]]:
     if not folder.is_dir():
         return []
     found = []
@@ -57,21 +81,67 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def payload_digest(tree: Any) -> tuple[str, int]:
+    """(sha256 hex, number of tensors) of a checkpoint payload: each tensor's dtype,
+    shape and raw bytes and each plain value, walked in the payload's own order (pickle
+    keeps dict order, so the loaded payload walks identically)."""
+    h = hashlib.sha256()
+    count = 0
+
+    def walk(node: Any) -> None:
+        nonlocal count
+        if isinstance(node, torch.Tensor):
+            t = node.detach()
+            t = (t.cpu() if t.device.type != "cpu" else t).contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+            if t.numel():
+                h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            count += 1
+        elif isinstance(node, dict):
+            h.update(f"{{{len(node)};".encode())
+            for key, value in node.items():
+                h.update(f"{key!r}:".encode())
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            h.update(f"[{len(node)};".encode())
+            for value in node:
+                walk(value)
+        else:
+            h.update(f"{type(node).__name__}={node!r};".encode())
+
+    walk(tree)
+    return h.hexdigest(), count
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write `payload` (plus format tags) to `path`."""
+    """Atomically write `payload` (plus format tags and its checksum) to `path`; a write
+    error (disk full, read-only, permission) is one FdaeError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fix = "the checkpoints already written are intact; continue with `fdae train --resume RUN_DIR` once it is fixed"
+    with writing(path.parent, fix):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     data = {"format": FORMAT, "version": VERSION, **payload}
+    digest, count = payload_digest(data)
+    data[INTEGRITY] = {"sha256": digest, "tensors": count}
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with writing(path, fix):
+            with open(tmp, "wb") as fh:
+                if faults.wants_kill_during_write(path):
+                    import io
+
+                    buf = io.BytesIO()
+                    torch.save(data, buf)
+                    faults.kill_during_write(path, buf.getvalue(), fh)
+                torch.save(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -83,6 +153,24 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def remove_temporary_files(folder: str | Path) -> tuple[int, int]:
+    """Delete `.step_*.pt.tmp-PID` leftovers of writes a crash interrupted (call it only
+    while holding the run's lock, so no live writer owns them). Returns (files, bytes)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0, 0
+    files = size = 0
+    for p in folder.iterdir():
+        if TEMPORARY.match(p.name) and p.is_file():
+            try:
+                n = p.stat().st_size
+                p.unlink()
+            except OSError:
+                continue
+            files, size = files + 1, size + n
+    return files, size
+
+
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
     """Delete all but the newest `keep_last` checkpoints."""
     found = list_checkpoints(run_dir)
@@ -90,58 +178,121 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
         p.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint, or raise one clear FdaeError (missing, truncated, foreign)."""
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", previous: bool = True) -> dict[str, Any]:
+    """Read and verify a checkpoint, or raise one clear FdaeError: missing, foreign, a
+    legacy pickle, or `CheckpointDamaged` (truncated, checksum mismatch, non-finite
+    weights) naming the newest older checkpoint that loads (`previous=False`: do not
+    look for one)."""
     path = Path(path)
     if not path.is_file():
         raise FdaeError(f"checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        text = str(err).lower()
-        if _looks_like_zip(path) and ("weights_only" in text or "global" in text):
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise FdaeError(f"cannot read {path}: {err.strerror}") from None
+    own_name = PATTERN.match(path.name) is not None
+    if head != b"PK\x03\x04":
+        if own_name:
+            raise _damaged(path, "it is not a zip archive any more (its first bytes were overwritten)", previous)
+        if head[:1] == b"\x80":
             raise FdaeError(
-                f"{path} is not an fdae checkpoint (it holds objects other than tensors: {_short(err)}); "
-                f"fdae only loads its own checkpoints"
-            ) from None
-        raise _unreadable(path, err) from None
-    except Exception as err:  # torch raises many types for damaged or foreign files
-        raise _unreadable(path, err) from None
+                f"{path} is a legacy-format pickle file, not an fdae checkpoint; fdae refuses to load such files "
+                f"because unpickling them can run arbitrary code, so nothing in it was run. Pass a checkpoint "
+                f"written by `fdae train` (a file from RUN_DIR/checkpoints/) or a run directory."
+            )
+        raise FdaeError(
+            f"{path} is not an fdae checkpoint: fdae checkpoints are zip archives written by `fdae train`. Pass a "
+            f"file from RUN_DIR/checkpoints/ or a run directory."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" (it names {found.group(1)})" if found else ""
+        raise FdaeError(
+            f"{path} is not an fdae checkpoint: it holds Python objects other than tensors and plain values{what}, "
+            f"which fdae refuses to load because loading them could run code; nothing in it was run. Pass a "
+            f"checkpoint written by `fdae train`."
+        ) from None
+    except Exception:  # torch raises many types for damaged archives
+        raise _damaged(path, "its zip archive is truncated or corrupt and cannot be read", previous) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FdaeError(
-            f"{path} is not an fdae checkpoint (no '{FORMAT}' tag); pass a file written by `fdae train`"
+            f"{path} is not an fdae checkpoint (it has no '{FORMAT}' tag); pass a file written by `fdae train`."
         )
     if int(data.get("version", -1)) > VERSION:
         raise FdaeError(
             f"checkpoint {path} has format version {data.get('version')}, newer than this fdae "
-            f"understands ({VERSION}); upgrade fdae"
+            f"understands ({VERSION}); upgrade fdae."
         )
+    record = data.pop(INTEGRITY, None)
+    if record is None:
+        if not _UNCHECKED_SAID:
+            _UNCHECKED_SAID.append(True)
+            print(f"note: {path} has no checksum (an older fdae wrote it), so it is loaded without an integrity "
+                  f"check; checkpoints written from now on carry one", file=sys.stderr)
+    elif not isinstance(record, dict) or payload_digest(data)[0] != record.get("sha256"):
+        raise _damaged(path, "its contents do not match the checksum written with it (a bit changed on disk or "
+                             "in a copy)", previous)
     for key in ("step", "model", "config"):
         if key not in data:
-            raise FdaeError(f"checkpoint {path} lacks '{key}'; it is incomplete, delete it")
+            raise _damaged(path, f"it lacks '{key}'", previous)
+    bad = _non_finite(data)
+    if bad:
+        raise _damaged(path, f"{bad} of its weight values are NaN or infinite (it was saved after training "
+                             f"diverged)", previous)
     return data
 
 
-def _unreadable(path: Path, err: BaseException) -> FdaeError:
-    if _looks_like_zip(path):
-        return FdaeError(
-            f"checkpoint {path} is truncated or corrupt ({_short(err)}); delete it to resume "
-            f"from the previous checkpoint, or start a new run"
-        )
-    return FdaeError(
-        f"{path} is not an fdae checkpoint (not a torch.save archive); pass a file from "
-        f"RUN_DIR/checkpoints/ or a run directory"
-    )
+def _non_finite(data: dict[str, Any]) -> int:
+    """How many floating-point values of the model, EMA and optimizer state are not finite."""
+    bad = 0
+
+    def walk(node: Any) -> None:
+        nonlocal bad
+        if isinstance(node, torch.Tensor):
+            if node.is_floating_point():
+                bad += int((~torch.isfinite(node)).sum())
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+
+    for key in ("model", "ema", "optimizer"):
+        walk(data.get(key))
+    return bad
 
 
-def _looks_like_zip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"PK\x03\x04"
+def intact_before(path: Path) -> Path | None:
+    """The newest checkpoint older than `path` in its folder that loads and verifies."""
+    m = PATTERN.match(path.name)
+    if not m:
+        return None
+    step = int(m.group(1))
+    older = [p for s, p in _list_folder(path.parent) if s < step]
+    for candidate in reversed(older):
+        try:
+            load_checkpoint(candidate, previous=False)
+        except FdaeError:
+            continue
+        return candidate
+    return None
 
 
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:160] if text else type(err).__name__
+def _damaged(path: Path, why: str, previous: bool) -> CheckpointDamaged:
+    prev = intact_before(path) if previous else None
+    if prev is not None:
+        offer = f" The previous checkpoint {prev} (step {int(PATTERN.match(prev.name).group(1))}) is intact."
+    elif previous and PATTERN.match(path.name):
+        offer = " No older checkpoint of this run is intact."
+    else:
+        offer = ""
+    return CheckpointDamaged(f"checkpoint {path} cannot be trusted: {why}.{offer}", path, prev)
 
 
 def is_run_dir(run_dir: str | Path) -> bool:
@@ -212,7 +363,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", use_ema: b
     from fdae.train.ema import apply_ema_weights
 
     run_dir, ckpt = resolve_checkpoint(run_dir)
-    data = load_checkpoint(ckpt, map_location="cpu")
+    try:
+        data = load_checkpoint(ckpt, map_location="cpu")
+    except CheckpointDamaged as err:
+        if err.previous is None:
+            raise
+        raise CheckpointDamaged(f"{err} To use it, pass that file in place of the run directory.", err.path,
+                                err.previous) from None
     cfg = config_from_dict(data["config"])
     if dataset is None:
         dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)

@@ -15,14 +15,27 @@ on the device and are read only at log steps (`train.log_every`).
 Stops: `train.steps` reached, `train.time_limit_min` elapsed, or SIGINT/SIGTERM; each
 writes a checkpoint first, and `--resume` continues exactly. The time limit and the run's
 training minutes use the wall clock, or a `StepClock` passed to `train` (a fixed number of
-seconds per step, so that where a session stops does not depend on the machine's speed). Too many non-finite steps
-in a row raise `TrainingDiverged` after saving the last good weights.
+seconds per step, so that where a session stops does not depend on the machine's speed).
+Too many non-finite steps in a row raise `TrainingDiverged` after saving the last good
+weights; an update that makes the weights non-finite or blows them up (see
+`fdae.train.guard`) stops the run at once without saving them, pointing at the last
+checkpoint, whose weights are finite.
+
+The run directory: rank 0 holds RUN_DIR/.lock (`fdae.train.lock`) from before the first
+write to the end, so a second trainer or resume stops at once. A start that fails
+before training removes what it created; a resume first removes temporary checkpoint
+files of interrupted writes and cuts metrics.jsonl / eval.jsonl back to the resumed
+step (a torn last line is dropped), so the logs read as one run; config.yaml is written
+only once everything is set up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -35,13 +48,14 @@ import torch
 from torch import Tensor, nn
 
 from fdae.config import Config, save_config, to_dict, with_absolute_paths
-from fdae.errors import FdaeError, require_output_dir
+from fdae.errors import FdaeError, require_output_dir, writing
 from fdae.train import checkpoint as ckpt_io
-from fdae.train import distributed
+from fdae.train import distributed, faults
 from fdae.train.ema import EMA
-from fdae.train.guard import NonFiniteGuard
+from fdae.train.guard import NonFiniteGuard, weights_healthy
 from fdae.train.hooks import ImageHook, evaluate_now, summarize_metrics
-from fdae.train.logging import RunLogger, flatten_numbers, read_jsonl
+from fdae.train.lock import RunLock
+from fdae.train.logging import RunLogger, flatten_numbers, read_jsonl, truncate_jsonl
 from fdae.train.optim import build_optimizer, is_fused, lr_at, set_lr
 from fdae.train.rng import DATA, NOISE, derive_seed, global_state, make_generator, seed_global, set_global_state
 
@@ -56,7 +70,7 @@ class TrainingDiverged(FdaeError):
 class TrainResult:
     run_dir: Path
     step: int  # optimizer steps done (skipped ones included)
-    reason: str  # "done" | "time_limit" | "signal"
+    reason: str  # "done" | "time_limit" | "signal" | "finished_before" (a resume of a finished run)
     checkpoint: Path | None  # the last checkpoint written
     last_metrics: dict[str, Any] = field(default_factory=dict)  # the last metrics.jsonl record
     skipped_steps: int = 0
@@ -104,10 +118,12 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, *,
-          progress: bool = True, tensorboard: bool = True, clock: StepClock | None = None) -> TrainResult:
+          progress: bool = True, tensorboard: bool = True, clock: StepClock | None = None,
+          resume_previous: bool = False) -> TrainResult:
     """Train `cfg` in `run_dir` (None: runs/NAME-TIMESTAMP); `resume=True` continues the
     newest checkpoint of `run_dir` (the caller passes the run's config, see
-    `fdae.train.checkpoint.run_config`). `clock`: training time for the time limit and the
+    `fdae.train.checkpoint.run_config`), or with `resume_previous` the newest one that
+    passes its integrity check. `clock`: training time for the time limit and the
     recorded minutes (default: the wall clock). Under `torchrun` every rank calls this."""
     cfg = with_absolute_paths(copy.deepcopy(cfg))
     info = distributed.setup(cfg.train.device, cfg.train.dist_backend)
@@ -116,7 +132,19 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
             if resume:
                 raise FdaeError("resume needs the run directory to continue")
             run_dir = distributed.broadcast_object(str(default_run_dir(cfg)), info)
-        result = _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard, clock).run()
+        claim = _RunClaim(cfg, Path(run_dir), resume, resume_previous, info)
+        try:
+            if claim.finished is not None:
+                return claim.finished
+            try:
+                trainer = _Trainer(cfg, Path(run_dir), resume, info, progress, tensorboard, claim.start,
+                                   claim.start_data, clock)
+            except BaseException:
+                claim.undo()
+                raise
+            result = trainer.run()
+        finally:
+            claim.release()
         # Leave together: rank 0 hosts the rendezvous store, and a rank that tears down
         # while another still talks to it can be aborted by the backend.
         distributed.barrier(info)
@@ -125,9 +153,146 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
         distributed.teardown(info)
 
 
+class _RunClaim:
+    """Rank 0's hold on the run directory for one session: checked, created if needed,
+    locked, cleaned of interrupted writes, and its starting checkpoint chosen, before
+    anything else is written. Every rank learns the outcome (or the one error)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, resume_previous: bool,
+                 info: distributed.DistInfo):
+        self.run_dir, self.info = run_dir, info
+        self.lock: RunLock | None = None
+        self.created: Path | None = None  # the topmost folder this session created
+        self.entries_before: set[str] | None = None
+        self.finished: TrainResult | None = None
+        self.start_data: dict[str, Any] | None = None  # rank 0: the verified starting checkpoint, loaded once
+        start: str | None = None
+        error: str | None = None
+        if info.is_main:
+            try:
+                start = self._claim(cfg, resume, resume_previous)
+            except BaseException as err:
+                self.undo()  # a no-op unless the lock was ours: never touch another trainer's files
+                self.release()
+                if not isinstance(err, FdaeError):
+                    raise
+                error = str(err)
+        start, error, done = distributed.broadcast_object(
+            (start, error, self.finished is not None), info)
+        if error is not None:
+            raise FdaeError(error)
+        self.start = Path(start) if start else None
+        if done and self.finished is None:  # other ranks of a finished run
+            self.finished = TrainResult(run_dir=run_dir, step=_step_of(self.start) if self.start else 0,
+                                        reason="finished_before", checkpoint=self.start)
+
+    @staticmethod
+    def say(msg: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)
+
+    def _claim(self, cfg: Config, resume: bool, resume_previous: bool) -> str | None:
+        run_dir = self.run_dir
+        require_output_dir(run_dir, "--run-dir")
+        if resume:
+            ckpt_io.require_run_dir(run_dir)
+        if run_dir.is_dir():
+            self.entries_before = set(os.listdir(run_dir))
+        else:
+            top = run_dir
+            while not top.parent.exists():
+                top = top.parent
+            self.created = top
+        with writing(run_dir, "choose a writable --run-dir"):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(run_dir, say=self.say).acquire()
+        if not resume:
+            if ckpt_io.list_checkpoints(run_dir) or (run_dir / "metrics.jsonl").is_file():
+                raise FdaeError(
+                    f"run directory {run_dir} already holds a run; continue it with "
+                    f"`fdae train --resume {run_dir}` or choose another --run-dir"
+                    + (" (it already holds checkpoints)" if ckpt_io.list_checkpoints(run_dir) else "")
+                )
+            return None
+        from fdae.train.async_eval import snapshot_dir
+
+        files = size = 0
+        for folder in (ckpt_io.checkpoint_dir(run_dir), snapshot_dir(run_dir)):
+            n, b = ckpt_io.remove_temporary_files(folder)
+            files, size = files + n, size + b
+        if files:
+            self.say(f"removed {files} temporary checkpoint file(s) ({size / 2**20:.1f} MB) left by an "
+                     f"interrupted write")
+        start = self._choose_start(resume_previous)
+        if start is None:
+            self.say(f"{run_dir} has no checkpoint yet: starting from step 0")
+            return None
+        step = _step_of(start)
+        if step >= cfg.train.steps:
+            self.finished = TrainResult(run_dir=run_dir, step=step, reason="finished_before", checkpoint=start,
+                                        last_metrics=_last_record(run_dir / "metrics.jsonl", step))
+        return str(start)
+
+    def _choose_start(self, resume_previous: bool) -> Path | None:
+        latest = ckpt_io.latest_checkpoint(self.run_dir)
+        if latest is None:
+            return None
+        try:
+            self.start_data = ckpt_io.load_checkpoint(latest)
+            return latest
+        except ckpt_io.CheckpointDamaged as err:
+            if err.previous is None:
+                raise FdaeError(f"{err} Start a new run with another --run-dir (this one keeps its files).") from None
+            if not resume_previous:
+                raise FdaeError(f"{err} To continue from it, run `fdae train --resume {self.run_dir} "
+                                f"--resume-previous` (the damaged file is then kept as *.corrupt).") from None
+            keep = _step_of(err.previous)
+            for step, path in ckpt_io.list_checkpoints(self.run_dir):
+                if step > keep:
+                    aside = path.with_name(path.name + ".corrupt")
+                    with writing(aside):
+                        os.replace(path, aside)
+                    self.say(f"set aside {path.name} as {aside.name}")
+            self.say(f"{err.path} cannot be trusted; resuming from {err.previous} as asked (--resume-previous)")
+            self.start_data = ckpt_io.load_checkpoint(err.previous)
+            return err.previous
+
+    def undo(self) -> None:
+        """Remove what this session created in the run directory (only that): the folder
+        itself if it made it, else the entries that were not there before. Only while
+        holding the lock (released after), so no other trainer's file can be among them."""
+        if not self.info.is_main or self.lock is None:
+            return
+        try:
+            if self.created is not None:
+                shutil.rmtree(self.created, ignore_errors=True)
+            elif self.entries_before is not None and self.run_dir.is_dir():
+                for name in set(os.listdir(self.run_dir)) - self.entries_before:
+                    p = self.run_dir / name
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+        except OSError:
+            pass
+        self.release()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _last_record(path: Path, max_step: int) -> dict[str, Any]:
+    records = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= max_step]
+    return records[-1] if records else {}
+
+
 class _Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool, info: distributed.DistInfo,
-                 progress: bool, tensorboard: bool, clock: StepClock | None = None):
+                 progress: bool, tensorboard: bool, start_ckpt: Path | None,
+                 start_data: dict[str, Any] | None = None, clock: StepClock | None = None):
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
         self.clock = clock
         self.now = clock if clock is not None else time.perf_counter  # training time (s)
@@ -142,8 +307,6 @@ class _Trainer:
             )
         self.shard_size = t.batch_size // shards
         self.shards = [info.rank * t.grad_accum + j for j in range(t.grad_accum)]
-
-        start_ckpt = self._prepare_run_dir(resume)
 
         from fdae.data import get_dataset
         from fdae.methods import build_method
@@ -173,7 +336,11 @@ class _Trainer:
         self.signal: int | None = None
 
         if start_ckpt is not None:
-            self._load(start_ckpt)
+            self._load(start_ckpt, start_data)
+        # The weights' norm where this session starts: the guard's yardstick for a blow-up.
+        self.start_norm = _total_norm([p.detach() for p in self.params])
+        self.prev_norm = self.start_norm.clone()
+        self.start_step = self.step
         from fdae.train.fast_step import make_loss_fn
 
         use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
@@ -184,10 +351,11 @@ class _Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.logger = RunLogger(run_dir, enabled=info.is_main, tensorboard=tensorboard)
-        if info.is_main and start_ckpt is not None:
+        if info.is_main and resume:
             for name in ("metrics.jsonl", "eval.jsonl"):
-                _truncate_jsonl(run_dir / name, self.step)
+                truncate_jsonl(run_dir / name, self.step, self.say)
+        self.logger = RunLogger(run_dir, enabled=info.is_main, tensorboard=tensorboard,
+                                purge_step=self.step + 1 if resume else None)
         self.async_eval = None
         if info.is_main and t.eval_every and cfg.eval.async_workers:
             from fdae.train.async_eval import AsyncEvaluator
@@ -200,6 +368,9 @@ class _Trainer:
         self.image_every = image_every
         self.images = ImageHook(self.dataset, cfg, self.device, say=self.say) \
             if (info.is_main and image_every) else None
+        if info.is_main:  # last: a start that failed above leaves the old config.yaml alone
+            _save_config_atomic(self.cfg, run_dir / "config.yaml")
+        distributed.barrier(info)
 
     # ------------------------------------------------------------------ setup
     def say(self, msg: str) -> None:
@@ -208,28 +379,9 @@ class _Trainer:
 
             tqdm.write(msg, file=sys.stderr)
 
-    def _prepare_run_dir(self, resume: bool) -> Path | None:
-        run_dir = self.run_dir
-        require_output_dir(run_dir, "--run-dir")
-        start = None
-        if resume:
-            ckpt_io.require_run_dir(run_dir)
-            start = ckpt_io.latest_checkpoint(run_dir)
-            if start is None:
-                self.say(f"{run_dir} has no checkpoint yet: starting from step 0")
-        elif ckpt_io.list_checkpoints(run_dir):
-            raise FdaeError(
-                f"run directory {run_dir} already holds checkpoints; continue it with "
-                f"`fdae train --resume {run_dir}` or choose another --run-dir"
-            )
-        if self.info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, run_dir / "config.yaml")
-        distributed.barrier(self.info)
-        return start
-
-    def _load(self, path: Path) -> None:
-        data = ckpt_io.load_checkpoint(path, map_location="cpu")
+    def _load(self, path: Path, data: dict[str, Any] | None = None) -> None:
+        if data is None:
+            data = ckpt_io.load_checkpoint(path, map_location="cpu")  # verified: checksum, finite weights
         ckpt_io.load_state_into(self.method, data["model"], path)
         try:
             self.optimizer.load_state_dict(data["optimizer"])
@@ -269,7 +421,10 @@ class _Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path | None:
-        """Write a checkpoint of the current state (a collective: every rank calls it)."""
+        """Write a checkpoint of the current state (a collective: every rank calls it).
+        Weights an update broke are never written: the run stops instead (every rank
+        holds the same weights, so every rank decides the same)."""
+        self._stop_if_weights_broken(full=True)
         mine = {
             "shards": list(self.shards),
             "data": [g.get_state() for g in self.data_gens],
@@ -343,6 +498,10 @@ class _Trainer:
                     self.ema.update()
             elif self.ema is not None:
                 self.ema.updates += 1
+        norm_now = _total_norm([p.detach() for p in self.params])
+        healthy = weights_healthy(norm_now, self.prev_norm, self.start_norm)
+        self.guard.record_weights(healthy, self.step + 1)
+        self.prev_norm = torch.where(healthy, norm_now.float(), self.prev_norm)
         okf = ok.float()
         for k, v in sums.items():
             prev = self.acc.get(k)
@@ -380,16 +539,64 @@ class _Trainer:
         return record
 
     def check_guard(self) -> None:
+        self._stop_if_weights_broken(full=False)
         total, longest, run = self.guard.read()
         if longest >= self.cfg.train.max_bad_steps:
             path = self.save()
             self.logger.close()
             raise TrainingDiverged(
                 f"training stopped at step {self.step}: the loss or gradients were not finite for "
-                f"{longest} steps in a row ({total} skipped in all); the last good weights are saved in "
-                f"{path}. Lower optim.lr, set optim.grad_clip (e.g. 1.0) or optim.warmup_steps, then "
-                f"continue with `fdae train --resume {self.run_dir} optim.lr=...`"
+                f"{longest} steps in a row ({total} skipped in all); the last good weights (finite, checked) are "
+                f"saved in {path}. Lower optim.lr (now {self.cfg.optim.lr:g}), set optim.grad_clip (e.g. 1.0) or "
+                f"optim.warmup_steps, then continue with `fdae train --resume {self.run_dir} optim.lr=...`"
             )
+
+    def _stop_if_weights_broken(self, full: bool) -> None:
+        """Stop, without saving, once an update has broken the weights (non-finite or
+        blown up: see `fdae.train.guard`), or (`full`, before a save) if any weight,
+        optimizer moment or EMA value is not finite; the last checkpoint keeps the last
+        finite weights."""
+        broken = self.guard.read_broken()
+        if not broken and (not full or self._state_finite()):
+            return
+        lr = self.cfg.optim.lr
+        now = float(_total_norm([p.detach() for p in self.params]))
+        start = float(self.start_norm)
+        if broken and math.isfinite(now):
+            what = (f"the update of step {broken} blew the weights up (their norm went from {start:.3g} at step "
+                    f"{self.start_step} to {now:.3g})")
+        elif broken:
+            what = f"the update of step {broken} made the weights non-finite (NaN or inf)"
+        else:
+            what = "the optimizer state or EMA holds non-finite values"
+        if self.last_ckpt is not None:
+            kept = (f"The last finite weights are in {self.last_ckpt} (step {_step_of(self.last_ckpt)}); nothing "
+                    f"after it was saved.")
+        else:
+            kept = ("No checkpoint was written before that, so there are no trained weights to keep; resuming "
+                    "starts again from step 0.")
+        self.logger.close()
+        if self.async_eval is not None:
+            self.async_eval.stop()
+        raise TrainingDiverged(
+            f"training stopped at step {self.step}: {what} with optim.lr={lr:g}; the learning rate is likely too "
+            f"high. {kept} Lower optim.lr (e.g. optim.lr={lr / 100:g}; the presets use 1e-4 to 1e-3), or set "
+            f"optim.grad_clip=1.0 or optim.warmup_steps, then continue with "
+            f"`fdae train --resume {self.run_dir} optim.lr=...`"
+        )
+
+    def _state_finite(self) -> bool:
+        """Every parameter, optimizer moment and EMA value is finite (one pass; at saves)."""
+        tensors = [p.detach() for p in self.params]
+        for state in self.optimizer.state.values():
+            tensors += [v for v in state.values() if isinstance(v, Tensor) and v.is_floating_point()]
+        if self.ema is not None:
+            tensors += list(self.ema.shadow)
+        tensors = [t for t in tensors if t.numel()]
+        if not tensors:
+            return True
+        norms = torch._foreach_norm([t.float() if t.dtype != torch.float32 else t for t in tensors])
+        return bool(torch.isfinite(torch.stack([n.to(tensors[0].device) for n in norms]).sum()))
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
@@ -401,8 +608,7 @@ class _Trainer:
                      f"{'fused ' if self.fused else ''}{cfg.optim.name}, {self.precision}"
                      f"{', compiled' if t.compile else ''}, step {self.step}/{t.steps}")
             if self.logger.tensorboard_error and t.log_every:
-                self.say("TensorBoard logging off (pip install tensorboard to enable); "
-                         "image grids go to RUN_DIR/images/")
+                self.say(f"TensorBoard logging off (pip install tensorboard to enable); {self._image_plan()}")
         reason = "done"
         from tqdm import tqdm
 
@@ -416,6 +622,7 @@ class _Trainer:
         try:
             while self.step < t.steps:
                 self.train_step()
+                faults.pause_after_step(self.step)
                 if self.clock is not None:
                     self.clock.tick()
                 if self.async_eval is not None:
@@ -476,6 +683,18 @@ class _Trainer:
         return TrainResult(run_dir=self.run_dir, step=self.step, reason=reason, checkpoint=self.last_ckpt,
                            last_metrics=self.last_record, skipped_steps=skipped,
                            minutes=self.train_seconds / 60.0)
+
+    def _image_plan(self) -> str:
+        """Where image grids go in this session, truthfully (none when no image step falls
+        within the steps left)."""
+        every, steps = self.image_every, self.cfg.train.steps
+        if self.images is None:
+            return "no image grids (train.image_every=0)"
+        first = (self.step // every + 1) * every
+        if first > steps:
+            return (f"no image grids in this run: the first would come at step {first}, after train.steps={steps} "
+                    f"(set train.image_every to {steps} or less for some)")
+        return f"image grids go to {self.run_dir / 'images'} (every {every} steps, first at step {first})"
 
     def _should_stop(self, session_start: float, at_log: bool) -> str | None:
         t = self.cfg.train
@@ -576,14 +795,15 @@ def _step_of(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from."""
-    records = read_jsonl(path)
-    if not records:
-        return
-    kept = [r for r in records if int(r.get("step", 0)) <= max_step]
-    if len(kept) != len(records):
-        import json
-
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
+def _save_config_atomic(cfg: Config, path: Path) -> None:
+    """config.yaml via a temporary file and a rename: a crash never leaves half of it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with writing(path, "choose a writable --run-dir"):
+            save_config(cfg, tmp)
+            os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
