@@ -118,14 +118,14 @@ def test_defaults_are_the_official_recipe():
 ])
 def test_every_impossible_value_is_refused_with_its_range(override, words):
     with pytest.raises(FdaeError) as err:
-        load_config(CONFIGS / "shapes3d-tiny.yaml", [override])
+        load_config("shapes3d-tiny", [override])
     for w in words:
         assert w in str(err.value), str(err.value)
 
 
 def test_a_huge_but_finite_learning_rate_is_a_valid_config():
     """1e6 is absurd but finite: it is the non-finite guard's job (tests/test_reliability.py)."""
-    assert load_config(CONFIGS / "shapes3d-tiny.yaml", ["optim.lr=1e6"]).optim.lr == 1e6
+    assert load_config("shapes3d-tiny", ["optim.lr=1e6"]).optim.lr == 1e6
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -135,7 +135,7 @@ def test_a_huge_but_finite_learning_rate_is_a_valid_config():
 def test_unet_shapes_that_cannot_work_are_named_before_building(overrides, words):
     from fdae.methods import build_method
 
-    cfg = load_config(CONFIGS / "shapes3d-tiny.yaml", overrides)
+    cfg = load_config("shapes3d-tiny", overrides)
     with pytest.raises(FdaeError) as err:
         build_method(cfg, 3, 64)
     for w in words:

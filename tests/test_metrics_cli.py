@@ -3,6 +3,7 @@ the oracle scores near the maximum, random codes near zero."""
 
 import argparse
 import json
+from pathlib import Path
 import sys
 import types
 
@@ -139,6 +140,9 @@ def test_cli_paper_protocol_gives_the_eg_ablation_18_dims(synth, tmp_path, monke
     fake = types.ModuleType("fdae.train.checkpoint")
     fake.load_run = lambda path, device=None, dataset=None: types.SimpleNamespace(
         method=model, dataset=synth, run_dir=path, step=2, used_ema=False)
+    fake.resolve_checkpoint = lambda spec: (Path(spec), Path(spec))
+    fake.is_run_dir = lambda run_dir: False  # no config.yaml: the reference settings and the flags
+    fake.run_config = None  # never called without a config.yaml
     monkeypatch.setitem(sys.modules, "fdae.train.checkpoint", fake)
     (tmp_path / "run").mkdir()
     out = tmp_path / "eg.json"
