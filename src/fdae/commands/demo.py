@@ -21,7 +21,7 @@ from fdae.train.distributed import resolve_device
 DEFAULT_PRESET = "shapes3d-demo"
 # Wall-clock of the default demo on an idle 2-core CPU, measured (BENCHMARKS.md, "The demo"):
 # training, evaluation (both protocols) and figures, in minutes.
-IDLE_2CORE_MINUTES = {"train": 6.0, "eval": 2.0, "figures": 0.5}
+IDLE_2CORE_MINUTES = {"train": 7.0, "eval": 1.0, "figures": 0.3}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
