@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from fdae.train.distributed import resolve_device
 DEFAULT_PRESET = "shapes3d-demo"
 # Wall-clock of the default demo on an idle 2-core CPU, measured (BENCHMARKS.md, "The demo"):
 # training, evaluation (both protocols) and figures, in minutes.
-IDLE_2CORE_MINUTES = {"train": 7.0, "eval": 1.0, "figures": 0.3}
+IDLE_2CORE_MINUTES = {"train": 6.9, "eval": 0.9, "figures": 0.3}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     if run_dir.exists():
         raise FdaeError(f"{run_dir} exists already; pass another --out or remove it")
     device = resolve_device(args.device, source="--device")
+    if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        # The thread count changes the order of floating-point sums, hence the trained
+        # weights: one thread gives the same numbers on an idle and on a busy machine, and
+        # costs this small model little (BENCHMARKS.md, "CPU threads").
+        import torch
+
+        torch.set_num_threads(1)
     limit = [] if args.minutes is None else [f"train.time_limit_min={args.minutes}"]
     cfg = load_config(args.config, [f"train.device={device}", *limit, *args.overrides])
     from fdae.data import get_dataset
