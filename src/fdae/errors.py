@@ -5,6 +5,10 @@ Anything a user can cause (a bad path, a wrong file, a bad config value) raises
 message alone instead of a traceback.
 """
 
+import contextlib
+import os
+from pathlib import Path
+
 
 class FdaeError(Exception):
     """An error caused by user input, reported without a traceback."""
@@ -71,6 +75,24 @@ class writing:
         if isinstance(err, OSError):
             raise write_error(self.path if self.path is not None else err.filename, err, self.fix) from None
         return False
+
+
+@contextlib.contextmanager
+def replacing(path, fix: str = ""):
+    """`with replacing(path, fix) as tmp:` write `tmp`; on success it is renamed over
+    `path` in one step, so a reader or a crash never sees half a file. The temporary file
+    is removed on any failure, and a write error is one `write_error` naming `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with writing(path, fix):
+            yield tmp
+            os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def describe_os_error(err: OSError) -> str:

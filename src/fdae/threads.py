@@ -3,8 +3,8 @@
 Why: fdae's CPU workloads (the demo, tests, small presets) are many small tensor ops.
 With spare cores, two OpenMP threads run them fastest; when other processes already
 hold the cores, extra threads only queue behind them. Measured on 2 cores with the demo
-preset's training step (BENCHMARKS.md, "CPU threads"): idle, 0.21 s with 2 threads;
-with 3 busy processes beside it, 0.92 s with 2 threads against 0.32 s with 1.
+preset's training step (BENCHMARKS.md, "CPU threads"): idle, 0.163 s with 2 threads and
+0.245 s with 1; with 3 busy processes beside it, 0.80 s with 2 threads and 0.50 s with 1.
 """
 
 from __future__ import annotations

@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, source="--device")
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         # The thread count changes the order of floating-point sums, hence the trained
-        # weights: one thread gives the same numbers on an idle and on a busy machine, and
-        # costs this small model little (BENCHMARKS.md, "CPU threads").
+        # weights: one thread gives the same numbers on an idle or a busy machine of any
+        # size. It costs this small model 1.5x on an idle 2-core machine and saves 1.6x on a
+        # busy one (BENCHMARKS.md, "CPU threads").
         import torch
 
         torch.set_num_threads(1)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from fdae.config import Config, config_from_dict, load_config
-from fdae.errors import FdaeError, writing
+from fdae.errors import FdaeError, replacing, writing
 from fdae.train import faults
 
 FORMAT = "fdae-checkpoint"
@@ -120,28 +120,20 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     fix = "the checkpoints already written are intact; continue with `fdae train --resume RUN_DIR` once it is fixed"
     with writing(path.parent, fix):
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     data = {"format": FORMAT, "version": VERSION, **payload}
     digest, count = payload_digest(data)
     data[INTEGRITY] = {"sha256": digest, "tensors": count}
-    try:
-        with writing(path, fix):
-            with open(tmp, "wb") as fh:
-                if faults.wants_kill_during_write(path):
-                    import io
+    with replacing(path, fix) as tmp:
+        with open(tmp, "wb") as fh:
+            if faults.wants_kill_during_write(path):
+                import io
 
-                    buf = io.BytesIO()
-                    torch.save(data, buf)
-                    faults.kill_during_write(path, buf.getvalue(), fh)
-                torch.save(data, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+                buf = io.BytesIO()
+                torch.save(data, buf)
+                faults.kill_during_write(path, buf.getvalue(), fh)
+            torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:

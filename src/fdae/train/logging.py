@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from fdae.errors import writing
+from fdae.errors import replacing, writing
 from fdae.metrics.utils import to_builtin
 from fdae.viz.grids import save_png
 
@@ -142,16 +141,8 @@ def truncate_jsonl(path: str | Path, max_step: int, say: Callable[[str], None] |
     if say is not None and len(kept) != len(records):
         say(f"note: {path.name}: dropped {len(records) - len(kept)} record(s) after step {max_step}, logged by the "
             f"interrupted session after its last checkpoint")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with writing(path, "choose a writable --run-dir"):
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, path)
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+    with replacing(path, "choose a writable --run-dir") as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _step(record: dict[str, Any]) -> int:

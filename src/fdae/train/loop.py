@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from fdae.config import Config, save_config, to_dict, with_absolute_paths
-from fdae.errors import FdaeError, require_output_dir, writing
+from fdae.errors import FdaeError, replacing, require_output_dir, writing
 from fdae.train import checkpoint as ckpt_io
 from fdae.train import distributed, faults
 from fdae.train.ema import EMA
@@ -797,13 +797,5 @@ def _step_of(path: Path) -> int:
 
 def _save_config_atomic(cfg: Config, path: Path) -> None:
     """config.yaml via a temporary file and a rename: a crash never leaves half of it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with writing(path, "choose a writable --run-dir"):
-            save_config(cfg, tmp)
-            os.replace(tmp, path)
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+    with replacing(path, "choose a writable --run-dir") as tmp:
+        save_config(cfg, tmp)
