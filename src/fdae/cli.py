@@ -59,11 +59,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    from fdae.threads import fit_threads_to_load
+    if args.command != "data":  # the commands that train or run models
+        from fdae.threads import fit_threads_to_load
 
-    note = fit_threads_to_load()
-    if note:
-        print(f"fdae: {note}", file=sys.stderr)
+        note = fit_threads_to_load()
+        if note:
+            print(f"fdae: {note}", file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except FdaeError as err:
