@@ -15,15 +15,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-import torch
-
 from fdae.data import get_dataset
-from fdae.methods import build_method
 from fdae.metrics import evaluate
 from fdae.metrics.utils import write_json
 from fdae.train.checkpoint import load_run, run_config
-from fdae.train.loop import INIT
-from fdae.train.rng import derive_seed
+from fdae.train.loop import initial_method
 
 
 def scores(method, dataset, cfg) -> dict[str, float]:
@@ -42,11 +38,10 @@ def main() -> None:
     args = ap.parse_args()
     cfg = run_config(args.run_dir)
     dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
-    torch.manual_seed(derive_seed(cfg.seed, 0, INIT))
     rows = []
     print("| step | images | DCI (D) | FactorVAE | MIG | eval s |\n|---|---|---|---|---|---|", flush=True)
     checkpoints = sorted((Path(args.run_dir) / "checkpoints").glob("step_*.pt"))
-    for step, model in [(0, build_method(cfg, dataset.num_channels, dataset.image_size))] + \
+    for step, model in [(0, initial_method(cfg, dataset))] + \
             [(int(p.stem.split("_")[1]), p) for p in checkpoints]:
         method = model if step == 0 else load_run(model, dataset=dataset).method
         t = time.perf_counter()

@@ -9,14 +9,11 @@ Steps, not minutes: the result does not depend on how busy the CI machine is.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from fdae.config import load_config
 from fdae.data import get_dataset
-from fdae.methods import build_method
 from fdae.metrics import evaluate
-from fdae.train.loop import INIT, train
-from fdae.train.rng import derive_seed
+from fdae.train.loop import initial_method, train
 
 STEPS = 400  # see BENCHMARKS.md, "The demo": the curve of scores against steps
 EVAL = dict(metrics=["factor_vae", "mig"], protocol="paper", random_state=0, num_train=1000, num_test=500,
@@ -38,8 +35,7 @@ def test_demo_preset_learns_disentangled_codes_in_fixed_steps(tmp_path):
     cfg = load_config("shapes3d-demo", [f"train.steps={STEPS}", "train.device=cpu", "train.ckpt_every=0",
                                         "train.image_every=0", "train.eval_every=0"])
     dataset = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
-    torch.manual_seed(derive_seed(cfg.seed, 0, INIT))  # the trainer's own initialisation
-    untrained = _scores(build_method(cfg, dataset.num_channels, dataset.image_size), dataset)
+    untrained = _scores(initial_method(cfg, dataset), dataset)  # the weights training starts from
 
     result = train(cfg, tmp_path / "run", progress=False, tensorboard=False)
     assert result.step == STEPS and result.skipped_steps == 0

@@ -113,6 +113,15 @@ class _LossModule(nn.Module):
         return self.loss_fn(images, sigma, noise)
 
 
+def initial_method(cfg: Config, dataset: Any) -> torch.nn.Module:
+    """The method with the weights a run of `cfg` starts from (seeded, the same on every
+    rank): what "the untrained encoder" means in fdae's comparisons."""
+    from fdae.methods import build_method
+
+    torch.manual_seed(derive_seed(cfg.seed, 0, INIT))
+    return build_method(cfg, dataset.num_channels, dataset.image_size)
+
+
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -309,11 +318,9 @@ class _Trainer:
         self.shards = [info.rank * t.grad_accum + j for j in range(t.grad_accum)]
 
         from fdae.data import get_dataset
-        from fdae.methods import build_method
 
         self.dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
-        torch.manual_seed(derive_seed(cfg.seed, 0, INIT))
-        self.method = build_method(cfg, self.dataset.num_channels, self.dataset.image_size).to(self.device)
+        self.method = initial_method(cfg, self.dataset).to(self.device)
         self.method.train()
         seed_global(cfg.seed, info.rank)
         self.params = [p for p in self.method.parameters() if p.requires_grad]
