@@ -118,8 +118,8 @@ def test_fast_step_bf16_close_to_fp32():
 def test_bf16_loss_stays_fp32():
     model = _model()
     images = _images()
-    sigma, noise = model.draw_noise(images, torch.Generator().manual_seed(2))
-    terms = make_loss_fn(model, "bf16")(images, sigma, noise)
+    draws = model.draw(images, torch.Generator().manual_seed(2))
+    terms = make_loss_fn(model, "bf16")(images, draws, torch.zeros(()))
     assert terms["loss"].dtype == torch.float32
     assert terms["diffusion"].dtype == torch.float32
 
@@ -132,7 +132,7 @@ def test_compiled_loss_matches_eager_fp32():
     eager = copy.deepcopy(model)
     ref = eager.loss_given_noise(images, sigma, noise)
     ref["loss"].backward()
-    out = make_loss_fn(model, "fp32", compile=True)(images, sigma, noise)
+    out = make_loss_fn(model, "fp32", compile=True)(images, {"sigma": sigma, "noise": noise}, torch.zeros(()))
     out["loss"].backward()
     assert torch.allclose(out["loss"], ref["loss"], rtol=1e-5)
     scale = torch.cat([q.grad.flatten() for q in eager.parameters() if q.grad is not None]).norm()

@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from fdae.config import MethodConfig
+from fdae.methods.fdae import FDAEConfig
 from fdae.diffusion.unet import UNet, make_spec
 from fdae.methods.fdae import CMFNet
 
@@ -104,7 +104,7 @@ def unet_outputs() -> tuple[str, int, dict]:
 
 @torch.no_grad()
 def cmfnet_outputs() -> tuple[str, int, dict]:
-    net = CMFNet(MethodConfig())  # the paper's: N = 6, 80-dim codes, ResNet-18, mask decoder 384
+    net = CMFNet(FDAEConfig())  # the paper's: N = 6, 80-dim codes, ResNet-18, mask decoder 384
     digest, count = layout_digest(net), sum(p.numel() for p in net.parameters())
     seeded_weights(net, 0)
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fdae.errors import FdaeError
 
-COMMANDS = ("data", "train", "eval", "sample", "viz", "demo")
+COMMANDS = ("data", "methods", "train", "eval", "sample", "viz", "demo")
 
 
 def python_module_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
@@ -59,7 +59,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    if args.command != "data":  # the commands that train or run models
+    if args.command not in ("data", "methods"):  # the commands that train or run models
         from fdae.threads import fit_threads_to_load
 
         note = fit_threads_to_load()

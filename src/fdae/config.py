@@ -6,12 +6,13 @@ bad key or value and the accepted choices, and every run writes its resolved con
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -41,17 +42,50 @@ class UNetConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "fdae"  # fdae | diffae
-    num_concepts: int = 6  # N
-    content_dim: int = 80  # dims of each raw content code f_c
-    mask_dim: int = 80  # d_m, dims of each mask code
-    adjust_dim: int = 80  # channels of each adjusted content code f'_c = condition-map channels
-    use_masks: bool = True  # False: the E+G ablation (one code, no masks)
-    content_decorrelation_weight: float = 2.5e-5
-    mask_entropy_weight: float = 1e-4
-    encoder_width: int = 64  # ResNet-18 base width (64 = the standard trunk)
-    mask_decoder_width: int = 384  # first mask-decoder width (Table 3: 384)
-    latent_dim: int = 512  # Diff-AE: size of the semantic code
+    """The base of every method's config section: the method's name. Each method module
+    defines its own subclass with its fields (`fdae methods` lists them), and says in
+    `SECTIONS` which of the shared sections (`unet`, `edm`) it reads; a config that sets
+    a section or field its method does not have is refused with one clear message."""
+
+    name: str = "fdae"
+    SECTIONS: ClassVar[tuple[str, ...]] = ()
+
+    def check(self) -> None:
+        """Range checks of the method's own fields (raise `config_error`)."""
+
+
+# Every method: its name -> "module:Class" (imported only when a config names it, so that
+# reading a config stays light). The class has `Config`, its MethodConfig subclass.
+METHODS: dict[str, str] = {
+    "fdae": "fdae.methods.fdae:FDAE",
+    "diffae": "fdae.methods.diffae:DiffAE",
+    "beta-vae": "fdae.methods.vae.beta_vae:BetaVAE",
+    "annealed-vae": "fdae.methods.vae.annealed_vae:AnnealedVAE",
+    "beta-tcvae": "fdae.methods.vae.beta_tcvae:BetaTCVAE",
+    "factor-vae": "fdae.methods.vae.factor_vae:FactorVAE",
+    "dip-vae-i": "fdae.methods.vae.dip_vae:DIPVAEI",
+    "dip-vae-ii": "fdae.methods.vae.dip_vae:DIPVAEII",
+}
+# Shared sections that only some methods read (the others refuse them).
+OPTIONAL_SECTIONS = ("unet", "edm")
+
+
+def method_class(name: str) -> Any:
+    """The method class registered under `name`, or one FdaeError listing the methods."""
+    if name not in METHODS:
+        raise FdaeError(f"config key 'method.name' is {name!r}; choose one of {', '.join(METHODS)}")
+    import importlib
+
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def method_config_class(name: str) -> type[MethodConfig]:
+    return method_class(name).Config
+
+
+def _default_method() -> MethodConfig:
+    return method_config_class("fdae")()
 
 
 @dataclass
@@ -116,7 +150,7 @@ class Config:
     name: str = "run"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=_default_method)
     unet: UNetConfig = field(default_factory=UNetConfig)
     edm: EDMConfig = field(default_factory=EDMConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -125,7 +159,6 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method.name": ("fdae", "diffae"),
     "unet.preset": ("tiny", "fast", "paper"),
     "optim.name": ("radam", "adamw", "adam"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -135,7 +168,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """Plain data of a config; of a whole `Config`, only the sections its method reads."""
+    data = dataclasses.asdict(cfg)
+    if isinstance(cfg, Config):
+        for section in OPTIONAL_SECTIONS:
+            if section not in type(cfg.method).SECTIONS:
+                del data[section]
+    return data
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -201,9 +240,85 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise FdaeError(f"config key '{full}' is a section; give its fields, e.g. {full}.<field>=...")
-            _apply(current, value, prefix=f"{full}.")
+            if isinstance(current, MethodConfig):
+                setattr(obj, key, _method_section(current, value))
+            else:
+                _apply(current, value, prefix=f"{full}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _method_section(current: MethodConfig, data: dict[str, Any]) -> MethodConfig:
+    """The `method` section: its `name` picks the method's own config class (a fresh one
+    when the name changes), and only that method's fields are accepted."""
+    name = data.get("name", current.name)
+    if not isinstance(name, str):
+        raise FdaeError(f"config key 'method.name' must be a method name, got {name!r}; choose one of "
+                        f"{', '.join(METHODS)}")
+    cls = method_config_class(name)
+    cfg = current if type(current) is cls else cls()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            owners = [m for m in METHODS if m != name and key in
+                      {f.name for f in dataclasses.fields(method_config_class(m))}]
+            where = f"it is a field of {', '.join(owners)}, not of {name}" if owners else "no method has it"
+            raise FdaeError(f"config key 'method.{key}' does not apply to method {name}: {where}. The fields of "
+                            f"{name} are: {', '.join(sorted(fields - {'name'}))} (see `fdae methods`)")
+    _apply(cfg, data, prefix="method.")
+    return cfg
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` merged into `into` key by key, sections recursively (later values win)."""
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+# Fields the method section once held for every method (one flat record); a run saved
+# then holds the other method's fields too, unused, and is read without them.
+_LEGACY_UNION = {"num_concepts", "content_dim", "mask_dim", "adjust_dim", "use_masks",
+                 "content_decorrelation_weight", "mask_entropy_weight", "encoder_width",
+                 "mask_decoder_width", "latent_dim"}
+
+
+def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    method = data.get("method")
+    if not isinstance(method, dict) or method.get("name", "fdae") not in ("fdae", "diffae"):
+        return data
+    own = {f.name for f in dataclasses.fields(method_config_class(method.get("name", "fdae")))}
+    data = dict(data)
+    data["method"] = {k: v for k, v in method.items() if k in own or k not in _LEGACY_UNION}
+    return data
+
+
+def _build(data: dict[str, Any], saved: bool = False) -> Config:
+    """A validated Config from merged YAML/override data. `saved`: data fdae wrote itself
+    (a run's config.yaml or checkpoint), which may predate per-method sections."""
+    if saved:
+        data = _from_legacy(data)
+    cfg = Config()
+    method = data.get("method")
+    if isinstance(method, dict):  # first: which sections the rest may set depends on it
+        cfg.method = _method_section(cfg.method, method)
+    elif method is not None:
+        raise FdaeError("config key 'method' is a section; give its fields, e.g. method.name=fdae")
+    name = cfg.method.name
+    for section in OPTIONAL_SECTIONS:
+        if section in data and section not in type(cfg.method).SECTIONS:
+            keys = data[section]
+            key = f"{section}.{next(iter(keys))}" if isinstance(keys, dict) and keys else section
+            what = {"unet": "a U-Net", "edm": "a diffusion schedule"}[section]
+            raise FdaeError(f"config key '{key}' does not apply to method {name}: it has no {what}. Remove the "
+                            f"'{section}' section (only "
+                            f"{', '.join(m for m in METHODS if section in method_config_class(m).SECTIONS)} "
+                            f"read it)")
+    _apply(cfg, {k: v for k, v in data.items() if k != "method"})
+    return validate(cfg)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -238,8 +353,12 @@ _POSITIVE_FLOATS = ("optim.lr", "edm.sigma_data", "edm.sigma_min", "edm.sigma_ma
                     "optim.grad_clip", "train.time_limit_min")
 
 
-def _fail(key: str, rule: str, value: Any, fix: str) -> FdaeError:
+def config_error(key: str, rule: str, value: Any, fix: str) -> FdaeError:
+    """The one message of a bad config value: the key, the rule, the value, the fix."""
     return FdaeError(f"config key '{key}' must be {rule}, got {value!r}; {fix}")
+
+
+_fail = config_error
 
 
 def _is_number(value: Any) -> bool:
@@ -280,12 +399,6 @@ def validate(cfg: Config) -> Config:
         raise _fail("data.name", "a dataset name", cfg.data.name, "see `fdae data list`, or use folder:PATH")
     m, u, e, o, t, ev = cfg.method, cfg.unet, cfg.edm, cfg.optim, cfg.train, cfg.eval
     positive = {  # strictly > 0
-        "method.num_concepts": m.num_concepts,
-        "method.content_dim": m.content_dim,
-        "method.mask_dim": m.mask_dim,
-        "method.adjust_dim": m.adjust_dim,
-        "method.encoder_width": m.encoder_width,
-        "method.latent_dim": m.latent_dim,
         "train.batch_size": t.batch_size,
         "train.steps": t.steps,
         "optim.lr": o.lr,
@@ -316,11 +429,8 @@ def validate(cfg: Config) -> Config:
                         "e.g. unet.channel_mult=[1,2,2] or unet.attn_resolutions=[16]")
     if u.dropout is not None and not 0.0 <= u.dropout < 1.0:
         raise _fail("unet.dropout", "in [0, 1) or null", u.dropout, "set unet.dropout=0")
-    if m.mask_decoder_width < 6:  # its narrowest stage is width // 6 channels
-        raise _fail("method.mask_decoder_width", ">= 6", m.mask_decoder_width, "the paper uses 384")
-    for key, value in (("method.content_decorrelation_weight", m.content_decorrelation_weight),
-                       ("method.mask_entropy_weight", m.mask_entropy_weight),
-                       ("optim.weight_decay", o.weight_decay)):
+    m.check()
+    for key, value in (("optim.weight_decay", o.weight_decay),):
         if not value >= 0:
             raise _fail(key, ">= 0", value, f"set {key}=0 to turn it off")
     if not e.p_std >= 0:
@@ -363,10 +473,6 @@ def validate(cfg: Config) -> Config:
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise FdaeError(f"config key 'train.ema_decay' must be in (0, 1) or null, got {t.ema_decay}; "
                         f"e.g. train.ema_decay=0.999, or null for no EMA")
-    if not m.use_masks and m.num_concepts != 1:
-        raise FdaeError(
-            "method.use_masks=false is the E+G ablation and needs method.num_concepts=1"
-        )
     if e.sigma_min >= e.sigma_max:
         raise FdaeError(f"config key 'edm.sigma_min' ({e.sigma_min}) must be below 'edm.sigma_max' "
                         f"({e.sigma_max}); EDM uses 0.002 and 80")
@@ -425,9 +531,11 @@ def resolve_preset(path: str | Path) -> Path:
                     f"{', '.join(list_presets())}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- `key=value` overrides, then validated."""
-    cfg = Config()
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                saved: bool = False) -> Config:
+    """Defaults <- YAML file <- `key=value` overrides, then validated. `saved`: the file
+    is a run's own config.yaml (older layouts are read too)."""
+    data: dict[str, Any] = {}
     if path is not None:
         p = resolve_preset(path)
         try:
@@ -436,16 +544,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise FdaeError(f"config file {p} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise FdaeError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
-        _apply(cfg, data)
     for text in overrides or []:
-        _apply(cfg, parse_override(text))
-    return validate(cfg)
+        _merge(data, parse_override(text))
+    return _build(data, saved=saved)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    cfg = Config()
-    _apply(cfg, data)
-    return validate(cfg)
+    """The config a checkpoint holds (written by any version of fdae)."""
+    return _build(copy.deepcopy(data), saved=True)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

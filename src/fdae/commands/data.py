@@ -73,7 +73,7 @@ def _list_presets(root) -> None:
     from fdae.data import dataset_info, locate
 
     print("\npresets (fdae train --config NAME; fdae demo --config NAME):")
-    print(f"  {'name':<22} {'method':<7} {'dataset':<16} {'N':>2}  {'U-Net':<6} {'batch x steps':<14} data")
+    print(f"  {'name':<30} {'method':<12} {'dataset':<16} {'N':>2}  {'U-Net':<6} {'batch x steps':<14} data")
     for name in list_presets():
         cfg = load_config(name)
         data = cfg.data.name
@@ -81,9 +81,10 @@ def _list_presets(root) -> None:
             where = "procedural"
         else:
             where = "file found" if locate(data, root) else "file missing"
-        n = str(cfg.method.num_concepts) if cfg.method.name == "fdae" else "-"
+        n = str(getattr(cfg.method, "num_concepts", "-"))
+        unet = cfg.unet.preset if "unet" in type(cfg.method).SECTIONS else "-"
         schedule = f"{cfg.train.batch_size} x {cfg.train.steps}"
-        print(f"  {name:<22} {cfg.method.name:<7} {data:<16} {n:>2}  {cfg.unet.preset:<6} {schedule:<14} {where}")
+        print(f"  {name:<30} {cfg.method.name:<12} {data:<16} {n:>2}  {unet:<6} {schedule:<14} {where}")
 
 
 def cmd_preview(args: argparse.Namespace) -> int:

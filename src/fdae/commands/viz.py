@@ -1,4 +1,5 @@
-"""`fdae viz RUN_DIR --out DIR`: the figures of a trained run (masks, swaps, reconstructions)."""
+"""`fdae viz RUN_DIR --out DIR`: the figures of a trained run: reconstructions and latent
+traversals for every method, masks and code swaps for FDAE (`Method.figures`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fdae.train.distributed import resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("viz", help="write figures of a trained run: masks, code swaps, reconstructions")
+    p = sub.add_parser("viz", help="write figures of a trained run: traversals, reconstructions, masks, code swaps")
     p.add_argument("run_dir", help="a run directory written by `fdae train`")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/figures)")
     p.add_argument("--n", type=int, default=6, help="images per figure")
@@ -29,21 +30,35 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
     """Every figure for `model` on 2n images of `dataset` drawn with RandomState(seed)
     (`dataset.example_images`: factors for ground-truth datasets, rows for image folders),
     each titled and with its rows and columns labelled."""
-    from fdae.methods.fdae import FDAE
-    from fdae.viz.figures import concept_swap_figure, mask_figure, reconstruction_figure, swap_grid
+    from fdae.viz.figures import (concept_swap_figure, mask_figure, reconstruction_figure, swap_grid,
+                                  traversal_figure)
     from fdae.viz.grids import labelled, save_png
 
     images = dataset.example_images(2 * n, seed, device)
     first, second = images[:n], images[n:]
     size = images.shape[-1]
     scale = max(2, 128 // size)  # cells of at least 128 px, so 32 px images stay legible
-    sampler = f"Heun, {steps or model.edm_cfg.sample_steps} steps, one shared noise for every cell"
+    edm_cfg = getattr(model, "edm_cfg", None)
+    sampler = (f"Heun, {steps or edm_cfg.sample_steps} steps, one shared noise for every cell" if edm_cfg
+               else "the decoder's Bernoulli means")
+    figures = model.figures
     rec = reconstruction_figure(model, first, steps, seed)
     pairs = (rec.shape[1] - 2) // (2 * (size + 2))
     written = {"reconstructions": save_png(labelled(
         rec, size, [f"Reconstructions: each input and the image decoded from its codes ({sampler})"],
         col_labels=["input", "decoded"] * pairs, scale=scale), out / "reconstructions.png")}
-    if isinstance(model, FDAE) and model.cfg.use_masks:
+    if "traversals" in figures:
+        sample = dataset.example_images(256, seed + 1, device)
+        grid, rows, cols = traversal_figure(model, first[:min(n, 3)], sample, steps, seed)
+        how = ("each latent set to -2 ... 2 (the prior's two standard deviations); sd = the spread of that "
+               "latent's mean over 256 images (near 0: unused)" if edm_cfg is None else
+               "codes moved along each group's first principal direction (one group: its first principal "
+               "directions), from the 5th to the 95th percentile over 256 images")
+        written["traversals"] = save_png(labelled(
+            grid, size, ["Latent traversals: one row per axis of the representation, decoded across its range",
+                         f"{how} ({sampler})"],
+            col_labels=cols, row_labels=rows, scale=scale), out / "traversals.png")
+    if "masks" in figures:
         concepts = model.cfg.num_concepts
         written["masks"] = save_png(labelled(
             mask_figure(model, first), size,

@@ -1,30 +1,16 @@
-"""Method registry: a config names a method, `build_method` makes it."""
+"""Method registry: a config names a method (`fdae.config.METHODS`), `build_method` makes it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from fdae.config import Config
+from fdae.config import METHODS, Config, method_class
 from fdae.errors import FdaeError
-from fdae.diffusion.unet import make_spec
-from fdae.methods.base import DiffusionAutoencoder
-from fdae.methods.diffae import DiffAE
-from fdae.methods.fdae import FDAE
-
-METHODS = {"fdae": FDAE, "diffae": DiffAE}
+from fdae.methods.base import DiffusionAutoencoder, ExtraOptimizer, Method, TraversalAxis
 
 
-def build_method(cfg: Config, in_channels: int = 3, image_size: int = 64) -> DiffusionAutoencoder:
-    """The method named by `cfg.method.name`, with its U-Net wired for its conditioning."""
-    overrides = {k: v for k, v in asdict(cfg.unet).items() if k != "preset"}
-    if cfg.method.name == "fdae":
-        overrides.update(cond_channels=cfg.method.adjust_dim)
-    elif cfg.method.name == "diffae":
-        overrides.update(latent_dim=cfg.method.latent_dim)
-    spec = make_spec(cfg.unet.preset, in_channels=in_channels, out_channels=in_channels,
-                     image_size=image_size, **overrides)
-    check_unet_spec(spec)
-    return METHODS[cfg.method.name](cfg.method, spec, cfg.edm, in_channels, image_size)
+def build_method(cfg: Config, in_channels: int = 3, image_size: int = 64) -> Method:
+    """The method named by `cfg.method.name`, built from its own config section (and the
+    shared `unet`/`edm` sections for diffusion methods)."""
+    return method_class(cfg.method.name).build(cfg, in_channels, image_size)
 
 
 def check_unet_spec(spec) -> None:
@@ -44,4 +30,5 @@ def check_unet_spec(spec) -> None:
                             f"unet.channels and unet.head_channels so that the heads divide every level's width")
 
 
-__all__ = ["check_unet_spec", "DiffusionAutoencoder", "FDAE", "DiffAE", "METHODS", "build_method"]
+__all__ = ["build_method", "check_unet_spec", "DiffusionAutoencoder", "ExtraOptimizer", "Method", "METHODS",
+           "TraversalAxis"]

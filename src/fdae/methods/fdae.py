@@ -14,7 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fdae.config import EDMConfig, MethodConfig
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fdae.config import EDMConfig, MethodConfig, config_error
 from fdae.diffusion.unet import UNet, UNetSpec
 from fdae.methods.base import DiffusionAutoencoder
 from fdae.methods.losses import content_decorrelation_loss, mask_entropy_loss
@@ -22,10 +25,41 @@ from fdae.nn.mask_decoder import MaskDecoder
 from fdae.nn.resnet import ResNet18
 
 
+@dataclass
+class FDAEConfig(MethodConfig):
+    """FDAE's section; the defaults are the paper's (N = 6, 80-dim codes, ResNet-18, a
+    384-wide mask decoder, the official loss weights)."""
+
+    name: str = "fdae"
+    num_concepts: int = 6  # N
+    content_dim: int = 80  # dims of each raw content code f_c
+    mask_dim: int = 80  # d_m, dims of each mask code
+    adjust_dim: int = 80  # channels of each adjusted content code f'_c = condition-map channels
+    use_masks: bool = True  # False: the E+G ablation (one code, no masks)
+    content_decorrelation_weight: float = 2.5e-5
+    mask_entropy_weight: float = 1e-4
+    encoder_width: int = 64  # ResNet-18 base width (64 = the standard trunk)
+    mask_decoder_width: int = 384  # first mask-decoder width (Table 3: 384)
+    SECTIONS: ClassVar[tuple[str, ...]] = ("unet", "edm")
+
+    def check(self) -> None:
+        for key in ("num_concepts", "content_dim", "mask_dim", "adjust_dim", "encoder_width"):
+            if not getattr(self, key) > 0:
+                raise config_error(f"method.{key}", "> 0", getattr(self, key), f"set method.{key} to a positive value")
+        if self.mask_decoder_width < 6:  # its narrowest stage is width // 6 channels
+            raise config_error("method.mask_decoder_width", ">= 6", self.mask_decoder_width, "the paper uses 384")
+        for key in ("content_decorrelation_weight", "mask_entropy_weight"):
+            if not getattr(self, key) >= 0:
+                raise config_error(f"method.{key}", ">= 0", getattr(self, key), f"set method.{key}=0 to turn it off")
+        if not self.use_masks and self.num_concepts != 1:
+            raise config_error("method.num_concepts", "1 when method.use_masks=false (the E+G ablation)",
+                               self.num_concepts, "set method.num_concepts=1")
+
+
 class CMFNet(nn.Module):
     """Content-mask factorization network: image -> content codes, mask codes, masks."""
 
-    def __init__(self, cfg: MethodConfig, in_channels: int = 3, image_size: int = 64):
+    def __init__(self, cfg: FDAEConfig, in_channels: int = 3, image_size: int = 64):
         super().__init__()
         self.n, self.use_masks = cfg.num_concepts, cfg.use_masks
         self.content_dim, self.mask_dim = cfg.content_dim, cfg.mask_dim
@@ -74,10 +108,21 @@ def _flatten_codes(content: Tensor, mask_codes: Tensor | None) -> Tensor:
 
 
 class FDAE(DiffusionAutoencoder):
-    def __init__(self, cfg: MethodConfig, unet_spec: UNetSpec, edm_cfg: EDMConfig,
+    """FDAE (Wu et al., AAAI 2024): N content codes and masks condition an EDM U-Net."""
+
+    Config = FDAEConfig
+    figures = ("reconstructions", "traversals", "masks", "swap_grid", "concept_swaps")
+
+    @classmethod
+    def unet_options(cls, method_cfg: FDAEConfig) -> dict[str, int]:
+        return {"cond_channels": method_cfg.adjust_dim}
+
+    def __init__(self, cfg: FDAEConfig, unet_spec: UNetSpec, edm_cfg: EDMConfig,
                  in_channels: int = 3, image_size: int = 64):
         super().__init__(edm_cfg)
         self.cfg = cfg
+        if not cfg.use_masks:  # the E+G ablation: no masks to draw or swap
+            self.figures = ("reconstructions", "traversals")
         self.cmfnet = CMFNet(cfg, in_channels, image_size)
         self.unet = UNet(unet_spec)
 
@@ -106,6 +151,12 @@ class FDAE(DiffusionAutoencoder):
             "mask_codes": mask_codes,
             "masks": masks,
         }
+
+    def condition_from_flat(self, codes: Tensor) -> dict[str, Any]:
+        n, dc = self.cfg.num_concepts, self.cfg.content_dim
+        content = codes[:, :n * dc].reshape(-1, n, dc)
+        mask_codes = codes[:, n * dc:].reshape(-1, n, self.cfg.mask_dim) if self.cfg.use_masks else None
+        return self.condition_from_codes(content, mask_codes)
 
     def representation(self, images: Tensor) -> Tensor:
         """Content codes then mask codes, without decoding masks (evaluation speed)."""

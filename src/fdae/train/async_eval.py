@@ -56,7 +56,8 @@ def build_encoder(cfg: Config, state: dict[str, torch.Tensor], in_channels: int,
 
     with torch.device("meta"):
         method = build_method(cfg, in_channels, image_size)
-    method.unet = nn.Module()  # type: ignore[assignment]  # encode() never calls it
+    if hasattr(method, "unet"):
+        method.unet = nn.Module()  # type: ignore[assignment]  # encode() never calls it
     method.to_empty(device=device)
     ckpt_io.load_state_into(method, state, source)
     return method.eval()

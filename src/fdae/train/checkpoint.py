@@ -383,4 +383,4 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", use_ema: b
 def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The resolved config of a run directory, with optional overrides."""
     run_dir = require_run_dir(run_dir)
-    return load_config(run_dir / "config.yaml", overrides)
+    return load_config(run_dir / "config.yaml", overrides, saved=True)

@@ -13,10 +13,10 @@ What each flag does (all off = the plain step: fp32, eager, `model.loss` then
   the loss and its weighting stay fp32 (`edm.denoise` upcasts; `GroupNorm32` computes in
   fp32). Parameters, gradients and optimizer state stay fp32 (no loss scaling is needed
   for bf16).
-* compile=True: `model.loss_given_noise` (CMFNet + U-Net + EDM loss, forward and, through
+* compile=True: `model.loss_given_draws` (CMFNet + U-Net + EDM loss, forward and, through
   AOTAutograd, backward) is compiled with `torch.compile(mode=compile_mode)`. The random
   draws (sigma, noise) are made eagerly from the caller's generator by
-  `model.draw_noise`, so the loss sees the same noise as the plain step; dropout inside
+  `model.draw`, so the loss sees the same noise as the plain step; dropout inside
   the compiled graph uses inductor's own RNG (same distribution, different stream).
 * channels_last=True: the model (its 4-D conv weights) and each batch are put in
   channels-last memory format; convolutions then run on cuDNN's NHWC kernels without
@@ -52,13 +52,14 @@ def autocast_context(device_type: str, precision: str) -> Any:
 
 
 def make_loss_fn(model: torch.nn.Module, precision: str = "fp32", compile: bool = False,
-                 compile_mode: str | None = None) -> Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]:
-    """(images, sigma, noise) -> the loss terms, under the precision's autocast, compiled or not."""
+                 compile_mode: str | None = None) -> Callable[[Tensor, dict[str, Tensor], Tensor], dict[str, Tensor]]:
+    """(images, draws, step) -> the loss terms (`Method.loss_given_draws`), under the
+    precision's autocast, compiled or not."""
     device_type = next(model.parameters()).device.type
 
-    def loss_fn(images: Tensor, sigma: Tensor, noise: Tensor) -> dict[str, Tensor]:
+    def loss_fn(images: Tensor, draws: dict[str, Tensor], step: Tensor) -> dict[str, Tensor]:
         with autocast_context(device_type, precision):
-            return model.loss_given_noise(images, sigma, noise)
+            return model.loss_given_draws(images, draws, step)
 
     if compile:
         return torch.compile(loss_fn, mode=compile_mode, dynamic=False)
@@ -78,8 +79,8 @@ def make_train_step(
     cudnn_benchmark: bool = True,
 ) -> Callable[..., Tensor]:
     """A training-step callable `step(images, generator=None) -> detached loss`; see the
-    module docstring for the flags. The model must implement `draw_noise` and
-    `loss_given_noise` (every `fdae.methods.DiffusionAutoencoder` does)."""
+    module docstring for the flags. The model is an `fdae.methods.Method` (`draw`,
+    `loss_given_draws`) without extra optimizers."""
     device_type = next(model.parameters()).device.type
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -87,17 +88,19 @@ def make_train_step(
         torch.backends.cudnn.benchmark = True
     loss_fn = make_loss_fn(model, precision, compile, compile_mode)
     opt_step = torch.compile(optimizer.step) if compile_optimizer else optimizer.step
+    step_count = torch.zeros((), device=next(model.parameters()).device)
 
     def step(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        sigma, noise = model.draw_noise(images, generator)
-        terms = loss_fn(images, sigma, noise)
+        draws = model.draw(images, generator)
+        terms = loss_fn(images, draws, step_count)
         terms["loss"].backward()
         opt_step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update()
+        step_count.add_(1)
         return terms["loss"].detach()
 
     step.loss_fn = loss_fn  # type: ignore[attr-defined]

@@ -99,8 +99,8 @@ class StepClock:
 class _LossModule(nn.Module):
     """`forward = method.loss`, so DDP can wrap it (DDP hooks into forward/backward).
 
-    The noise is drawn eagerly from the shard's generator (`method.draw_noise`); the rest
-    (`method.loss_given_noise` under autocast) is `loss_fn`, compiled when
+    The step's random draws are made eagerly from the shard's generator (`method.draw`);
+    the rest (`method.loss_given_draws` under autocast) is `loss_fn`, compiled when
     `train.compile` (see `fdae.train.fast_step.make_loss_fn`)."""
 
     def __init__(self, method: nn.Module, loss_fn: Any):
@@ -108,9 +108,9 @@ class _LossModule(nn.Module):
         self.method = method
         self.loss_fn = loss_fn
 
-    def forward(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        sigma, noise = self.method.draw_noise(images, generator)
-        return self.loss_fn(images, sigma, noise)
+    def forward(self, images: Tensor, generator: torch.Generator, step: Tensor) -> dict[str, Tensor]:
+        draws = self.method.draw(images, generator)
+        return self.loss_fn(images, draws, step)
 
 
 def initial_method(cfg: Config, dataset: Any) -> torch.nn.Module:
@@ -119,7 +119,9 @@ def initial_method(cfg: Config, dataset: Any) -> torch.nn.Module:
     from fdae.methods import build_method
 
     torch.manual_seed(derive_seed(cfg.seed, 0, INIT))
-    return build_method(cfg, dataset.num_channels, dataset.image_size)
+    method = build_method(cfg, dataset.num_channels, dataset.image_size)
+    method.freeze()
+    return method
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
@@ -327,7 +329,13 @@ class _Trainer:
         # Buffers a forward pass writes (BatchNorm running statistics): restored after a
         # non-finite step, so a skipped step leaves no NaN behind in the model.
         self.buffers = [b for b in self.method.buffers()]
-        self.optimizer = build_optimizer(self.params, cfg.optim, self.device)
+        # Parameters the method updates with optimizers of their own (FactorVAE's
+        # discriminator), stepped in the same step; the main optimizer gets the rest.
+        extras = self.method.extra_optimizers()
+        own = {id(p) for extra in extras for p in extra.params}
+        self.main_params = [p for p in self.params if id(p) not in own]
+        self.optimizer = build_optimizer(self.main_params, cfg.optim, self.device)
+        self.extra_optimizers = {extra.name: extra.make(extra.params) for extra in extras}
         self.fused = is_fused(self.optimizer)
         self.ema = EMA(self.method, t.ema_decay) if t.ema_decay else None
         self.data_gens = [make_generator(cfg.seed, k, DATA, self.device) for k in self.shards]
@@ -392,6 +400,11 @@ class _Trainer:
         ckpt_io.load_state_into(self.method, data["model"], path)
         try:
             self.optimizer.load_state_dict(data["optimizer"])
+            saved = data.get("extra_optimizers") or {}
+            for name, opt in self.extra_optimizers.items():
+                if name not in saved:
+                    raise KeyError(f"no state of the {name} optimizer")
+                opt.load_state_dict(saved[name])
         except (ValueError, KeyError, RuntimeError) as err:
             raise FdaeError(f"checkpoint {path}: optimizer state does not fit ({err}); "
                             f"resume with the run's own optim.name") from None
@@ -450,6 +463,7 @@ class _Trainer:
                 "model": {k: v.detach().cpu() for k, v in self.method.state_dict().items()},
                 "ema": _to_cpu(self.ema.state_dict()) if self.ema is not None else None,
                 "optimizer": _to_cpu(self.optimizer.state_dict()),
+                "extra_optimizers": {k: _to_cpu(o.state_dict()) for k, o in self.extra_optimizers.items()},
                 "ranks": ranks,
                 "config": to_dict(self.cfg),
                 "counters": {"train_seconds": self.train_seconds, "skipped": skipped, "bad_run": run},
@@ -465,6 +479,9 @@ class _Trainer:
     def train_step(self) -> None:
         set_lr(self.optimizer, lr_at(self.step, self.cfg.optim))
         self.optimizer.zero_grad(set_to_none=True)
+        for opt in self.extra_optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        step = torch.tensor(float(self.step), device=self.device)
         sums: dict[str, Tensor] = {}
         n = len(self.shards)
         saved_buffers = [b.clone() for b in self.buffers]
@@ -472,16 +489,20 @@ class _Trainer:
             images, _ = self.dataset.sample_batch(self.shard_size, self.data_gens[j], self.device)
             no_sync = self.model.no_sync() if (self.info.enabled and j < n - 1) else contextlib.nullcontext()
             with no_sync:
-                terms = self.model(images, self.noise_gens[j])  # autocast inside (fp32 loss)
+                terms = self.model(images, self.noise_gens[j], step)  # autocast inside (fp32 loss)
                 (terms["loss"] / n).backward()
             for k, v in terms.items():
                 v = v.detach().float() / n
                 sums[k] = sums[k] + v if k in sums else v
-        grads = [p.grad for p in self.params if p.grad is not None]
+        grads = [p.grad for p in self.main_params if p.grad is not None]
         norm = _total_norm(grads)
         if self.cfg.optim.grad_clip:
             _clip(grads, self.cfg.optim.grad_clip, norm)
         ok = torch.isfinite(sums["loss"]) & torch.isfinite(norm)
+        if self.extra_optimizers:
+            extra = [p.grad for opt in self.extra_optimizers.values() for g in opt.param_groups
+                     for p in g["params"] if p.grad is not None]
+            ok = ok & torch.isfinite(_total_norm(extra))
         if self.info.enabled:
             flag = ok.to(torch.int32)
             distributed.all_reduce(flag, self.info, "min")
@@ -496,11 +517,16 @@ class _Trainer:
                 self.optimizer.step()
             finally:
                 del self.optimizer.found_inf, self.optimizer.grad_scale  # type: ignore[attr-defined]
+            if self.extra_optimizers and bool(ok):
+                for opt in self.extra_optimizers.values():
+                    opt.step()
             if self.ema is not None:
                 self.ema.update(mask=ok.float())
         else:  # one host read per step; free on the CPU
             if bool(ok):
                 self.optimizer.step()
+                for opt in self.extra_optimizers.values():
+                    opt.step()
                 if self.ema is not None:
                     self.ema.update()
             elif self.ema is not None:

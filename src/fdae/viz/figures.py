@@ -1,4 +1,4 @@
-"""What a trained model learned, as pictures: masks, code swaps, reconstructions.
+"""What a trained model learned, as pictures: traversals, masks, code swaps, reconstructions.
 
 Every decoded cell of one figure starts from the same noise, so differences between
 cells come from the codes alone. Figures return HWC uint8 arrays; `save_png` writes them.
@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fdae.methods.base import DiffusionAutoencoder
+from fdae.methods.base import Method
 from fdae.methods.fdae import FDAE
 from fdae.viz.grids import colour_masks, grey, pair_grid, tile, to_uint8
 
 
-def _shared_noise(model: DiffusionAutoencoder, images: Tensor, seed: int) -> Tensor:
+def _shared_noise(model: Method, images: Tensor, seed: int) -> Tensor:
     g = torch.Generator(device="cpu").manual_seed(seed)
     return torch.randn((1, *images.shape[1:]), generator=g).to(images.device)
 
@@ -35,13 +35,45 @@ def mask_figure(model: FDAE, images: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruction_figure(model: DiffusionAutoencoder, images: Tensor, steps: int | None = None,
+def reconstruction_figure(model: Method, images: Tensor, steps: int | None = None,
                           seed: int = 0) -> np.ndarray:
-    """Input | reconstruction pairs (Heun sampling from shared noise)."""
+    """Input | reconstruction pairs (diffusion methods: Heun sampling from shared noise)."""
     model.eval()
-    cond = model.condition(images)
-    rec = model.decode(cond, tuple(images.shape), steps, noise=_shared_noise(model, images, seed))
+    rec = model.reconstruct(images, steps, noise=_shared_noise(model, images, seed))
     return pair_grid(images, rec)
+
+
+@torch.no_grad()
+def traversal_figure(model: Method, images: Tensor, sample: Tensor, steps: int | None = None, seed: int = 0,
+                     rows: int = 10, values: int = 7, chunk: int = 256) -> tuple[np.ndarray, list[str], list[str]]:
+    """Latent traversals: for each image a block of rows, one per axis of
+    `model.traversal_axes` (a latent, or a code group's principal direction, fitted on
+    the codes of `sample`); the input, then the image decoded with the codes moved along
+    that axis to each value (the same noise in every cell). Returns the grid, its row
+    labels and its column labels."""
+    model.eval()
+    axes = model.traversal_axes(model.encode(sample), rows, values)
+    codes = model.encode(images)
+    moved = []
+    for b in range(codes.shape[0]):
+        for axis in axes:
+            direction = axis.direction.to(codes.device)
+            shift = axis.values.to(codes.device) - codes[b] @ direction  # (K,)
+            moved.append(codes[b][None] + shift[:, None] * direction[None])
+    flat = torch.cat(moved)
+    noise = _shared_noise(model, images, seed)
+    decoded = torch.cat([model.decode_codes(part, (part.shape[0], *images.shape[1:]), steps, noise=noise)
+                         for part in flat.split(chunk)])
+    out, src = to_uint8(decoded), to_uint8(images)
+    k = len(axes[0].values) if axes else 0
+    grid_rows, labels = [], []
+    for b in range(codes.shape[0]):
+        for a, axis in enumerate(axes):
+            start = (b * len(axes) + a) * k
+            grid_rows.append([src[b] if a == 0 else None, *out[start:start + k]])
+            labels.append(f"image {b + 1}: {axis.label}" if a == 0 else axis.label)
+    columns = ["input", *[f"{float(v):.2g}" for v in (axes[0].values if axes else [])]]
+    return tile(grid_rows), labels, columns
 
 
 @torch.no_grad()
@@ -97,10 +129,10 @@ def concept_swap_figure(model: FDAE, images: Tensor, donors: Tensor, kind: str =
 
 
 @torch.no_grad()
-def training_figures(model: DiffusionAutoencoder, images: Tensor, steps: int = 12) -> dict[str, np.ndarray]:
+def training_figures(model: Method, images: Tensor, steps: int = 12) -> dict[str, np.ndarray]:
     """The figures logged during training (cheap: few images, few sampler steps)."""
     figs = {"reconstructions": reconstruction_figure(model, images, steps)}
-    if isinstance(model, FDAE) and model.cfg.use_masks:
+    if "masks" in model.figures:
         figs["masks"] = mask_figure(model, images)
         half = max(1, images.shape[0] // 2)
         figs["swap_grid"] = swap_grid(model, images[:half], images[half:half * 2] if images.shape[0] > 1 else images, steps)
