@@ -31,3 +31,20 @@ def params_of(path: Path) -> dict[str, torch.Tensor]:
     return data["model"]
 
 
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    """Make the next `train` call receive SIGINT right after optimizer step `step` (sent
+    from inside the loop, as a user's Ctrl-C would arrive); undo with monkeypatch.undo()."""
+    import signal
+
+    from fdae.train.loop import _Trainer
+
+    original = _Trainer.train_step
+
+    def step_with_signal(self):
+        original(self)
+        if self.step == step:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(_Trainer, "train_step", step_with_signal)

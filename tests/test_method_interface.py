@@ -5,7 +5,6 @@ VAE (train, eval, viz with traversals)."""
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import torch
@@ -17,6 +16,8 @@ from fdae.errors import FdaeError
 from fdae.train import checkpoint as ckpt_io
 from fdae.train.checkpoint import list_checkpoints, load_run
 from fdae.train.loop import initial_method, train
+
+from _train_helpers import interrupt_at
 
 # 32 px dSprites look-alike, small batches: seconds per run on a CPU.
 QUICK = ["data.image_size=32", "train.batch_size=8", "train.log_every=1", "train.ckpt_every=0",
@@ -135,19 +136,10 @@ def test_factor_vae_updates_the_vae_and_its_discriminator_in_the_same_step(tmp_p
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, method):
     extra = ["train.steps=6"] + (["method.iteration_threshold=4"] if method == "annealed-vae" else [])
     full = train(_cfg(method, *extra), tmp_path / "full", progress=False, tensorboard=False)
-    from fdae.train.loop import _Trainer
-
-    original = _Trainer.train_step
-
-    def step_with_signal(self):
-        original(self)
-        if self.step == 3:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(_Trainer, "train_step", step_with_signal)
+    interrupt_at(monkeypatch, 3)
     part = train(_cfg(method, *extra), tmp_path / "part", progress=False, tensorboard=False)
     assert part.reason == "signal" and [s for s, _ in list_checkpoints(tmp_path / "part")] == [3]
-    monkeypatch.setattr(_Trainer, "train_step", original)
+    monkeypatch.undo()
     rest = train(_cfg(method, *extra), tmp_path / "part", resume=True, progress=False, tensorboard=False)
     assert rest.step == full.step == 6
     a = torch.load(full.checkpoint, map_location="cpu", weights_only=True)

@@ -14,7 +14,7 @@ from fdae.train.checkpoint import list_checkpoints, load_run
 from fdae.train.logging import read_jsonl
 from fdae.train.loop import StepClock, TrainingDiverged, train
 
-from _train_helpers import FDAE_TINY, params_of, tiny_cfg
+from _train_helpers import FDAE_TINY, interrupt_at, params_of, tiny_cfg
 
 
 
@@ -68,20 +68,11 @@ def test_resume_after_sigint_equals_uninterrupted(tmp_path, monkeypatch):
     full = train(_resume_cfg(), tmp_path / "full", progress=False)
 
     # Interrupt the second run with SIGINT during step 3 (sent from inside the loop).
-    from fdae.train.loop import _Trainer
-
-    original = _Trainer.train_step
-
-    def step_with_signal(self):
-        original(self)
-        if self.step == 3:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(_Trainer, "train_step", step_with_signal)
+    interrupt_at(monkeypatch, 3)
     part = train(_resume_cfg(), tmp_path / "part", progress=False)
     assert part.reason == "signal" and part.step == 3
     assert [s for s, _ in list_checkpoints(tmp_path / "part")] == [3]
-    monkeypatch.setattr(_Trainer, "train_step", original)
+    monkeypatch.undo()
     # SIGINT handling is restored after the run.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

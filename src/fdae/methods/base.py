@@ -271,14 +271,3 @@ class DiffusionAutoencoder(Method):
     def decode_codes(self, codes: Tensor, shape: tuple[int, ...], steps: int | None = None,
                      noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.condition_from_flat(codes), shape, steps, generator, codes.device, noise)
-
-    @torch.no_grad()
-    def reconstruct(self, images: Tensor, steps: int | None = None,
-                    generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
-        was = self.training
-        self.eval()
-        try:
-            cond = self.condition(images)
-            return self.decode(cond, tuple(images.shape), steps, generator, images.device, noise)
-        finally:
-            self.train(was)

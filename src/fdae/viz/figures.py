@@ -72,7 +72,12 @@ def traversal_figure(model: Method, images: Tensor, sample: Tensor, steps: int |
             start = (b * len(axes) + a) * k
             grid_rows.append([src[b] if a == 0 else None, *out[start:start + k]])
             labels.append(f"image {b + 1}: {axis.label}" if a == 0 else axis.label)
-    columns = ["input", *[f"{float(v):.2g}" for v in (axes[0].values if axes else [])]]
+    columns = ["input"]
+    if axes and all(torch.equal(a.values, axes[0].values) for a in axes):  # one scale: the values
+        span = float(axes[0].values.abs().max())
+        columns += [f"{0.0 if abs(float(v)) < 1e-6 * span else float(v):.3g}" for v in axes[0].values]
+    elif axes:  # each axis its own range: where the ends lie
+        columns += ["5th pct", *[""] * (k - 2), "95th pct"] if k > 1 else [""]
     return tile(grid_rows), labels, columns
 
 
