@@ -10,7 +10,9 @@ box-filtered to `--image-size` 32 px (every layer kept, 4x cheaper than 64 px: 1
 steps at 64 px scored below 3,000 at 32 px in the same time). AnnealedVAE's capacity
 grows over a third of the steps (`method.iteration_threshold`), the study's ratio
 (100,000 of 300,000).
-Runs go `--jobs` at a time, one thread each. The untrained encoder (the weights every
+Runs go `--jobs` at a time, one thread each. `--timing N` instead times N steps of each
+run alone (one at a time, one thread: the steps/s of the table, free of the other
+job's load). The untrained encoder (the weights every
 run starts from; the six methods share its seed and encoder) is scored once per dataset
 with the same evaluation. Writes OUT/results.json and prints a Markdown table.
 """
@@ -84,6 +86,21 @@ def untrained(dataset: str, image_size: int) -> dict:
     return {"method": "untrained", "dataset": dataset, **_scores(initial_method(cfg, ds), ds)}
 
 
+def time_steps(method: str, dataset: str, steps: int, image_size: int, out: str) -> dict:
+    """Steps/s of the trainer alone: `steps` steps after 20 warm-up steps."""
+    _one_thread()
+    from fdae.config import load_config
+    from fdae.train.loop import train
+
+    run_dir = Path(out) / "timing" / f"{method}-{dataset}"
+    cfg = load_config(f"{method}-{dataset}", _overrides(method, 20, image_size))
+    train(cfg, run_dir, progress=False, tensorboard=False)
+    cfg = load_config(f"{method}-{dataset}", _overrides(method, 20 + steps, image_size))
+    t = time.perf_counter()
+    train(cfg, run_dir, resume=True, progress=False, tensorboard=False)
+    return {"method": method, "dataset": dataset, "steps_per_s": round(steps / (time.perf_counter() - t), 2)}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| method | dataset | steps | steps/s | DCI | FactorVAE | MIG |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -102,7 +119,15 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--datasets", nargs="+", default=DATASETS)
     p.add_argument("--out", default="vae_cpu")
+    p.add_argument("--timing", type=int, default=0, help="only time this many steps of each run, one at a time")
     args = p.parse_args()
+    if args.timing:
+        rows = [time_steps(m, d, args.timing, args.image_size, args.out) for d in args.datasets for m in args.methods]
+        (Path(args.out) / "timing.json").parent.mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "timing.json").write_text(json.dumps(rows, indent=1))
+        for r in rows:
+            print(f"| {r['method']} | {r['dataset']} | {r['steps_per_s']:.2f} |")
+        return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
     steps = {k: int(v) for k, v in (s.split("=") for s in args.steps)}
     start = time.perf_counter()

@@ -194,3 +194,38 @@ def test_traversals_of_a_diffusion_method_move_one_code_group_at_a_time():
     grid, rows, cols = traversal_figure(model, sample[:2], sample, steps=2, values=5)
     assert len(rows) == 2 * 4 and cols[0] == "input" and len(cols) == 6
     assert grid.shape[0] == 8 * (32 + 2) + 2
+
+
+# ---------------------------------------------------------------------------- frozen parts
+from dataclasses import dataclass  # noqa: E402
+
+from fdae.methods.vae.beta_vae import BetaVAE, BetaVAEConfig  # noqa: E402
+
+
+@dataclass
+class FrozenDecoderConfig(BetaVAEConfig):
+    name: str = "beta-vae-frozen-decoder"
+
+
+class FrozenDecoderBetaVAE(BetaVAE):
+    """A beta-VAE whose decoder is declared frozen (as DisDiff freezes its pretrained model)."""
+
+    Config = FrozenDecoderConfig
+
+    def frozen_modules(self):
+        return [self.decoder]
+
+
+def test_frozen_modules_get_no_update_and_stay_in_eval_mode(tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, "beta-vae-frozen-decoder", "test_method_interface:FrozenDecoderBetaVAE")
+    cfg = _cfg("beta-vae", "method.name=beta-vae-frozen-decoder", "train.steps=2")
+    from fdae.data import get_dataset
+
+    start = initial_method(cfg, get_dataset(cfg.data.name, image_size=32))
+    assert not any(p.requires_grad for p in start.decoder.parameters())
+    start.train()
+    assert start.training and not start.decoder.training
+    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    after = load_run(tmp_path / "run").method.state_dict()
+    for name, value in start.state_dict().items():
+        assert torch.equal(after[name], value) == name.startswith("decoder."), name

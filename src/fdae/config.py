@@ -2,6 +2,15 @@
 
 Every field has a default, so a preset only states what differs. Validation names the
 bad key or value and the accepted choices, and every run writes its resolved config.
+The `method` section is polymorphic: `method.name` picks the method's own dataclass
+(`METHODS`), and only its fields (and only the shared sections it reads) are accepted.
+
+Why not OmegaConf structured configs: a section whose schema depends on a value in it
+(`method.name`) is what Hydra solves with config groups, outside OmegaConf; OmegaConf's
+Union support covers primitive types only, so the method section would have to be an
+untyped dict validated here anyway. Its errors name the key but not the method a key
+belongs to nor the fix, and it brings a pinned ANTLR runtime. This loader is ~200 lines
+with the messages users see; YAML files stay plain and Hydra-compatible in layout.
 """
 
 from __future__ import annotations
