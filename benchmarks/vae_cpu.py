@@ -4,17 +4,14 @@ standard-protocol DCI, FactorVAE score and MIG, next to the untrained encoder's.
     python benchmarks/vae_cpu.py --jobs 2 --out vae_cpu
 
 Each run is the packaged preset `<method>-<dataset>` (the study's networks, losses,
-Adam 1e-4, batch 64) with `train.steps` set per dataset (`--steps`; rendering a
-shapes3d-synth batch costs about as much as the step itself) and the images
-box-filtered to `--image-size` 32 px (every layer kept, 4x cheaper than 64 px: 1,000
-steps at 64 px scored below 3,000 at 32 px in the same time). AnnealedVAE's capacity
-grows over a third of the steps (`method.iteration_threshold`), the study's ratio
-(100,000 of 300,000).
-Runs go `--jobs` at a time, one thread each. `--timing N` instead times N steps of each
-run alone (one at a time, one thread: the steps/s of the table, free of the other
-job's load). The untrained encoder (the weights every
-run starts from; the six methods share its seed and encoder) is scored once per dataset
-with the same evaluation. Writes OUT/results.json and prints a Markdown table.
+Adam 1e-4, batch 64) with `train.steps` set per dataset (`--steps DATASET=N`) and the
+images box-filtered to `--image-size` 32 px (every layer kept, 4x cheaper than 64 px:
+1,000 steps at 64 px scored below 3,000 at 32 px in the same time). AnnealedVAE's
+capacity grows over a third of the steps (`method.iteration_threshold`), the study's
+ratio (100,000 of 300,000). Runs go `--jobs` at a time, one thread each (steps/s are
+measured so, beside the other job). The untrained encoder (the weights every run starts
+from; the six methods share its seed and encoder) is scored once per dataset with the
+same evaluation. Writes OUT/results.json and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -86,21 +83,6 @@ def untrained(dataset: str, image_size: int) -> dict:
     return {"method": "untrained", "dataset": dataset, **_scores(initial_method(cfg, ds), ds)}
 
 
-def time_steps(method: str, dataset: str, steps: int, image_size: int, out: str) -> dict:
-    """Steps/s of the trainer alone: `steps` steps after 20 warm-up steps."""
-    _one_thread()
-    from fdae.config import load_config
-    from fdae.train.loop import train
-
-    run_dir = Path(out) / "timing" / f"{method}-{dataset}"
-    cfg = load_config(f"{method}-{dataset}", _overrides(method, 20, image_size))
-    train(cfg, run_dir, progress=False, tensorboard=False)
-    cfg = load_config(f"{method}-{dataset}", _overrides(method, 20 + steps, image_size))
-    t = time.perf_counter()
-    train(cfg, run_dir, resume=True, progress=False, tensorboard=False)
-    return {"method": method, "dataset": dataset, "steps_per_s": round(steps / (time.perf_counter() - t), 2)}
-
-
 def table(rows: list[dict]) -> str:
     lines = ["| method | dataset | steps | steps/s | DCI | FactorVAE | MIG |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -112,22 +94,14 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", nargs="+", default=["dsprites-synth=3000", "shapes3d-synth=1500"],
+    p.add_argument("--steps", nargs="+", default=["dsprites-synth=5000", "shapes3d-synth=5000"],
                    help="DATASET=STEPS for each dataset")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--datasets", nargs="+", default=DATASETS)
     p.add_argument("--out", default="vae_cpu")
-    p.add_argument("--timing", type=int, default=0, help="only time this many steps of each run, one at a time")
     args = p.parse_args()
-    if args.timing:
-        rows = [time_steps(m, d, args.timing, args.image_size, args.out) for d in args.datasets for m in args.methods]
-        (Path(args.out) / "timing.json").parent.mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "timing.json").write_text(json.dumps(rows, indent=1))
-        for r in rows:
-            print(f"| {r['method']} | {r['dataset']} | {r['steps_per_s']:.2f} |")
-        return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
     steps = {k: int(v) for k, v in (s.split("=") for s in args.steps)}
     start = time.perf_counter()
@@ -140,8 +114,8 @@ def main() -> int:
             rows.append(job.result())
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     rows.sort(key=lambda r: (r["dataset"], r["method"] != "untrained", r["method"]))
-    out = {"steps": steps, "image_size": args.image_size, "jobs": args.jobs, "eval": EVAL, "wall_seconds": round(time.perf_counter() - start),
-           "rows": rows}
+    out = {"steps": steps, "image_size": args.image_size, "jobs": args.jobs, "eval": EVAL,
+           "wall_seconds": round(time.perf_counter() - start), "rows": rows}
     (Path(args.out) / "results.json").write_text(json.dumps(out, indent=1))
     print(table(rows))
     print(f"\nwall time {out['wall_seconds'] / 60:.1f} min")
