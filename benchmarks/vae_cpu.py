@@ -52,13 +52,14 @@ def _overrides(method: str, steps: int, image_size: int) -> list[str]:
             "train.image_every=0", "train.device=cpu", *extra]
 
 
-def train_and_score(method: str, dataset: str, steps: int, image_size: int, out: str) -> dict:
+def train_and_score(method: str, dataset: str, steps: int, image_size: int, out: str,
+                    extra: tuple[str, ...] = ()) -> dict:
     _one_thread()
     from fdae.config import load_config
     from fdae.train.checkpoint import load_run
     from fdae.train.loop import train
 
-    cfg = load_config(f"{method}-{dataset}", _overrides(method, steps, image_size))
+    cfg = load_config(f"{method}-{dataset}", [*_overrides(method, steps, image_size), *extra])
     run_dir = Path(out) / f"{method}-{dataset}"
     t = time.perf_counter()
     result = train(cfg, run_dir, progress=False, tensorboard=False)
@@ -101,12 +102,13 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--datasets", nargs="+", default=DATASETS)
     p.add_argument("--out", default="vae_cpu")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     args = p.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     steps = {k: int(v) for k, v in (s.split("=") for s in args.steps)}
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        jobs = [pool.submit(train_and_score, m, d, steps[d], args.image_size, args.out)
+        jobs = [pool.submit(train_and_score, m, d, steps[d], args.image_size, args.out, tuple(args.set))
                 for d in args.datasets for m in args.methods]
         jobs += [pool.submit(untrained, d, args.image_size) for d in args.datasets]
         rows = []
@@ -114,7 +116,7 @@ def main() -> int:
             rows.append(job.result())
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     rows.sort(key=lambda r: (r["dataset"], r["method"] != "untrained", r["method"]))
-    out = {"steps": steps, "image_size": args.image_size, "jobs": args.jobs, "eval": EVAL,
+    out = {"steps": steps, "image_size": args.image_size, "jobs": args.jobs, "set": args.set, "eval": EVAL,
            "wall_seconds": round(time.perf_counter() - start), "rows": rows}
     (Path(args.out) / "results.json").write_text(json.dumps(out, indent=1))
     print(table(rows))
