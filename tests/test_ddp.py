@@ -1,5 +1,6 @@
 """DDP: two gloo processes on the CPU make the same update as one process that
-accumulates the same two shards (`train.grad_accum=2`)."""
+accumulates the same two shards (`train.grad_accum=2`), for Diff-AE and for FactorVAE
+(whose discriminator has its own optimizer, stepped in the same step)."""
 
 from __future__ import annotations
 
@@ -18,20 +19,26 @@ from _train_helpers import params_of, tiny_cfg
 STEPS = 3
 
 
-def _cfg(**kw):
+def _cfg(method: str = "diffae", **kw):
     extra = [f"{k}={v}" for k, v in kw.items()]
-    return tiny_cfg("data.name=dsprites-synth", "train.batch_size=4", f"train.steps={STEPS}", "train.log_every=1",
-                    "train.ckpt_every=0", "train.ema_decay=0.9", "train.dist_backend=gloo", *extra)
+    common = ["train.batch_size=4", f"train.steps={STEPS}", "train.log_every=1", "train.ckpt_every=0",
+              "train.ema_decay=0.9", "train.dist_backend=gloo", *extra]
+    if method == "factor-vae":
+        from fdae.config import load_config
+
+        return load_config("factor-vae-dsprites-synth", ["data.image_size=32", "train.image_every=0",
+                                                         "train.device=cpu", *common])
+    return tiny_cfg("data.name=dsprites-synth", *common)
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str, tests_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, run_dir: str, tests_dir: str, method: str) -> None:
     sys.path.insert(0, tests_dir)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from fdae.train.loop import train
 
-    train(_cfg(), run_dir, progress=False, tensorboard=False)
+    train(_cfg(method), run_dir, progress=False, tensorboard=False)
 
 
 def _free_port() -> int:
@@ -41,15 +48,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("method", ["diffae", "factor-vae"])
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, method):
     ddp_dir = tmp_path / "ddp"
-    mp.spawn(_worker, args=(2, _free_port(), str(ddp_dir), str(Path(__file__).parent)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(ddp_dir), str(Path(__file__).parent), method), nprocs=2, join=True)
 
     from fdae.train.checkpoint import latest_checkpoint
     from fdae.train.logging import read_jsonl
     from fdae.train.loop import train
 
-    single = train(_cfg(**{"train.grad_accum": 2}), tmp_path / "single", progress=False, tensorboard=False)
+    single = train(_cfg(method, **{"train.grad_accum": 2}), tmp_path / "single", progress=False, tensorboard=False)
     a, b = params_of(latest_checkpoint(ddp_dir)), params_of(single.checkpoint)
     names = [n for n, p in a.items() if p.is_floating_point() and "running" not in n]
     worst = max(float((a[n] - b[n]).abs().max()) for n in names)
@@ -60,8 +68,8 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     from fdae.train.loop import INIT
     from fdae.train.rng import derive_seed
 
-    cfg = _cfg()
-    ds = get_dataset(cfg.data.name)
+    cfg = _cfg(method)
+    ds = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
     torch.manual_seed(derive_seed(cfg.seed, 0, INIT))
     init = build_method(cfg, ds.num_channels, ds.image_size).state_dict()
     assert max(float((a[n] - init[n]).abs().max()) for n in names) > 1e-4
@@ -72,3 +80,8 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     # The checkpoint holds both ranks' random streams (for an exact resume).
     data = torch.load(latest_checkpoint(ddp_dir), weights_only=True)
     assert [r["shards"] for r in data["ranks"]] == [[0], [1]]
+    if method == "factor-vae":  # the discriminator's optimizer state is the same too
+        single_data = torch.load(single.checkpoint, weights_only=True)
+        for k, state in data["extra_optimizers"]["discriminator"]["state"].items():
+            other = single_data["extra_optimizers"]["discriminator"]["state"][k]
+            assert float((state["exp_avg"] - other["exp_avg"]).abs().max()) < 1e-5

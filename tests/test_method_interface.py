@@ -112,6 +112,16 @@ def test_runs_saved_with_the_single_method_record_still_load(tmp_path, preset):
     assert main(["train", "--resume", str(run), "train.steps=2", "--no-progress"]) == 0
 
 
+def test_a_run_is_not_resumed_as_another_method(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "beta-vae-dsprites-synth", *QUICK, "train.steps=1", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "method.name=factor-vae", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "run of method beta-vae" in err and "factor-vae" in err and err.count("\n") == 1
+
+
 # ---------------------------------------------------------------------------- extra optimizers
 def test_factor_vae_updates_the_vae_and_its_discriminator_in_the_same_step(tmp_path):
     cfg = _cfg("factor-vae", "train.steps=1")

@@ -383,4 +383,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", use_ema: b
 def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The resolved config of a run directory, with optional overrides."""
     run_dir = require_run_dir(run_dir)
+    from fdae.config import parse_override
+
+    for text in overrides or []:
+        name = parse_override(text).get("method", {})
+        name = name.get("name") if isinstance(name, dict) else None
+        if name is not None:
+            saved = load_config(run_dir / "config.yaml", saved=True).method.name
+            if name != saved:
+                raise FdaeError(f"{run_dir} is a run of method {saved}; it cannot go on as {name} (its weights and "
+                                f"optimizer state are {saved}'s). Start a new run with --run-dir for {name}.")
     return load_config(run_dir / "config.yaml", overrides, saved=True)
