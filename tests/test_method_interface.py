@@ -109,6 +109,7 @@ def test_runs_saved_with_the_single_method_record_still_load(tmp_path, preset):
     loaded = load_run(run)
     assert loaded.cfg == cfg and loaded.step == 1
     assert ckpt_io.run_config(run) == cfg
+    assert load_config(run / "config.yaml") == cfg  # a run's own config.yaml given to --config
     assert main(["train", "--resume", str(run), "train.steps=2", "--no-progress"]) == 0
 
 
@@ -239,3 +240,23 @@ def test_frozen_modules_get_no_update_and_stay_in_eval_mode(tmp_path, monkeypatc
     after = load_run(tmp_path / "run").method.state_dict()
     for name, value in start.state_dict().items():
         assert torch.equal(after[name], value) == name.startswith("decoder."), name
+
+
+def test_shards_are_said_and_a_wrong_dataset_is_named(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_cfg("factor-vae", "train.steps=1", "train.grad_accum=2"), run, progress=False, tensorboard=False)
+    assert "factor-vae estimates the dimension-wise permutation" in capsys.readouterr().err
+    from fdae.data import get_dataset
+
+    with pytest.raises(FdaeError, match="1-channel images"):
+        load_run(run, dataset=get_dataset("shapes3d-synth", image_size=32))
+
+
+def test_vae_traversals_show_the_most_used_latents_when_rows_are_fewer():
+    from fdae.methods import build_method
+
+    model = build_method(load_config(None, ["method.name=beta-vae"]), 1, 32)
+    codes = torch.randn(100, 10) * torch.arange(1, 11)  # latent 10 spreads most
+    axes = model.traversal_axes(codes, rows=3, values=5)
+    assert [a.label.split()[0] for a in axes] == ["z8", "z9", "z10"]
+    assert all(torch.equal(a.values, torch.linspace(-2, 2, 5)) for a in axes)

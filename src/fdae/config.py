@@ -239,6 +239,8 @@ def _to_int(value: Any) -> int:
 def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
+    if isinstance(obj, Config):  # the shared sections its method does not read are not keys here
+        names -= set(OPTIONAL_SECTIONS) - set(type(obj.method).SECTIONS)
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in names:
@@ -321,7 +323,7 @@ def _build(data: dict[str, Any], saved: bool = False) -> Config:
         if section in data and section not in type(cfg.method).SECTIONS:
             keys = data[section]
             key = f"{section}.{next(iter(keys))}" if isinstance(keys, dict) and keys else section
-            what = {"unet": "a U-Net", "edm": "a diffusion schedule"}[section]
+            what = {"unet": "U-Net", "edm": "diffusion schedule"}[section]
             raise FdaeError(f"config key '{key}' does not apply to method {name}: it has no {what}. Remove the "
                             f"'{section}' section (only "
                             f"{', '.join(m for m in METHODS if section in method_config_class(m).SECTIONS)} "
@@ -547,6 +549,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         p = resolve_preset(path)
+        # A run directory's config.yaml (e.g. `--config runs/X/config.yaml`) is fdae's own.
+        saved = saved or (p.name == "config.yaml" and (p.parent / "checkpoints").is_dir())
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:

@@ -22,7 +22,7 @@ from fdae.train.distributed import resolve_device
 DEFAULT_PRESET = "shapes3d-demo"
 # Wall-clock of the default demo on an idle 2-core CPU, measured (BENCHMARKS.md, "The demo"):
 # training, evaluation (both protocols) and figures, in minutes.
-IDLE_2CORE_MINUTES = {"train": 6.9, "eval": 0.9, "figures": 0.3}
+IDLE_2CORE_MINUTES = {"train": 6.9, "eval": 0.9, "figures": 0.8}  # figures: 45 s with traversals
 
 
 def register(sub: argparse._SubParsersAction) -> None:

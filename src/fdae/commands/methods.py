@@ -18,7 +18,7 @@ def describe(name: str) -> list[str]:
 
     cls = method_class(name)
     cfg = cls.Config()
-    sections = ", ".join(["method", *cls.Config.SECTIONS, "optim", "train", "eval"])
+    sections = ", ".join(["name", "seed", "data", "method", *cls.Config.SECTIONS, "optim", "train", "eval"])
     doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
     lines = [f"{name}: {doc}", f"  sections: {sections}", f"  figures:  {', '.join(cls.figures)}"]
     for f in dataclasses.fields(cfg):

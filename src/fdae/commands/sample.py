@@ -1,4 +1,5 @@
-"""`fdae sample RUN_DIR`: a grid of (input | reconstruction) pairs with Heun's sampler.
+"""`fdae sample RUN_DIR`: a grid of (input | reconstruction) pairs (diffusion methods
+decode with Heun's sampler, VAEs with their decoder's Bernoulli means).
 
     fdae sample runs/diffae-tiny-... --steps 40 --n 8 --out recon.png
 """
@@ -13,11 +14,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sample",
         help="write a grid of input | reconstruction pairs of a trained run",
-        description="Encode dataset images with a trained run and decode them with the EDM Heun "
-                    "sampler; writes a PNG grid of (input | reconstruction) pairs.",
+        description="Encode dataset images with a trained run and decode them (diffusion methods: the EDM "
+                    "Heun sampler; VAEs: the decoder's Bernoulli means); writes a PNG grid of "
+                    "(input | reconstruction) pairs.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or one of its checkpoint files)")
-    p.add_argument("--steps", type=int, default=40, help="Heun sampler steps (default 40)")
+    p.add_argument("--steps", type=int, default=40, help="Heun sampler steps of diffusion methods (default 40)")
     p.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     p.add_argument("--out", metavar="FILE.png", help="output (default RUN_DIR/samples/reconstructions_step_N.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the images and the sampler noise")
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     save_png(pair_grid(images, recon), out)
     mse = torch.mean((recon.float() - images.float()) ** 2).item()
     print(f"dataset {loaded.dataset.name}; {loaded.cfg.method.name} at step {loaded.step}"
-          f"{' (EMA weights)' if loaded.used_ema else ''}; {args.n} images, {args.steps} Heun steps; "
+          f"{' (EMA weights)' if loaded.used_ema else ''}; {args.n} images"
+          f"{f', {args.steps} Heun steps' if hasattr(loaded.method, 'edm_cfg') else ''}; "
           f"pixel MSE {mse:.4f}")
     print(f"wrote {out} (each pair: input | reconstruction)")
     return 0

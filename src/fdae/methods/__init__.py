@@ -30,5 +30,16 @@ def check_unet_spec(spec) -> None:
                             f"unet.channels and unet.head_channels so that the heads divide every level's width")
 
 
+def __getattr__(name: str):
+    """`from fdae.methods import FDAE` (or any method class by its class name), lazily."""
+    for path in METHODS.values():
+        module, cls = path.split(":")
+        if cls == name:
+            import importlib
+
+            return getattr(importlib.import_module(module), cls)
+    raise AttributeError(f"module 'fdae.methods' has no attribute {name!r}")
+
+
 __all__ = ["build_method", "check_unet_spec", "DiffusionAutoencoder", "ExtraOptimizer", "Method", "METHODS",
            "TraversalAxis"]

@@ -55,6 +55,9 @@ class Method(nn.Module):
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     figures: ClassVar[tuple[str, ...]] = ("reconstructions", "traversals")
+    # What of the loss is estimated from the whole batch (said when DDP or gradient
+    # accumulation splits the batch into shards, each of which then estimates it alone).
+    batch_estimates: ClassVar[str] = ""
 
     @classmethod
     def build(cls, cfg: Any, in_channels: int, image_size: int) -> "Method":

@@ -365,9 +365,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", use_ema: b
     cfg = config_from_dict(data["config"])
     if dataset is None:
         dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
-    trained_channels = data["model"].get("unet.out.2.weight")
-    if trained_channels is not None and trained_channels.shape[0] != dataset.num_channels:
-        raise FdaeError(f"{ckpt} was trained on {trained_channels.shape[0]}-channel images ({cfg.data.name}), but "
+    state = data["model"]
+    trained_channels = None  # the image channels of the last layer: U-Net output (out, ...), VAE decoder (in, out, ...)
+    if "unet.out.2.weight" in state:
+        trained_channels = state["unet.out.2.weight"].shape[0]
+    elif "decoder.deconvs.6.weight" in state:
+        trained_channels = state["decoder.deconvs.6.weight"].shape[1]
+    if trained_channels is not None and trained_channels != dataset.num_channels:
+        raise FdaeError(f"{ckpt} was trained on {trained_channels}-channel images ({cfg.data.name}), but "
                         f"{dataset.name} has {dataset.num_channels}-channel images; use a dataset like the run's")
     method = build_method(cfg, dataset.num_channels, dataset.image_size)
     load_state_into(method, data["model"], ckpt)

@@ -317,12 +317,17 @@ class _Trainer:
                 f"= {info.world_size} x {t.grad_accum}"
             )
         self.shard_size = t.batch_size // shards
+        self.shard_note = shards > 1  # said once the method is built (`Method.batch_estimates`)
         self.shards = [info.rank * t.grad_accum + j for j in range(t.grad_accum)]
 
         from fdae.data import get_dataset
 
         self.dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
         self.method = initial_method(cfg, self.dataset).to(self.device)
+        if self.shard_note and getattr(self.method, "batch_estimates", ""):
+            self.say(f"note: {cfg.method.name} estimates {self.method.batch_estimates} on each shard of "
+                     f"{self.shard_size} images (train.batch_size {t.batch_size} over {shards} shards: world size x "
+                     f"train.grad_accum), not on the whole batch; disentanglement_lib uses one batch of 64")
         self.method.train()
         seed_global(cfg.seed, info.rank)
         self.params = [p for p in self.method.parameters() if p.requires_grad]
@@ -481,7 +486,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for opt in self.extra_optimizers.values():
             opt.zero_grad(set_to_none=True)
-        step = torch.tensor(float(self.step), device=self.device)
+        step = torch.full((), float(self.step), device=self.device)  # a fill kernel: no host-to-device copy
         sums: dict[str, Tensor] = {}
         n = len(self.shards)
         saved_buffers = [b.clone() for b in self.buffers]
@@ -619,10 +624,11 @@ class _Trainer:
         )
 
     def _state_finite(self) -> bool:
-        """Every parameter, optimizer moment and EMA value is finite (one pass; at saves)."""
+        """Every parameter, moment of every optimizer and EMA value is finite (one pass; at saves)."""
         tensors = [p.detach() for p in self.params]
-        for state in self.optimizer.state.values():
-            tensors += [v for v in state.values() if isinstance(v, Tensor) and v.is_floating_point()]
+        for opt in (self.optimizer, *self.extra_optimizers.values()):
+            for state in opt.state.values():
+                tensors += [v for v in state.values() if isinstance(v, Tensor) and v.is_floating_point()]
         if self.ema is not None:
             tensors += list(self.ema.shadow)
         tensors = [t for t in tensors if t.numel()]

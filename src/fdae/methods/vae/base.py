@@ -104,11 +104,13 @@ class GaussianVAE(Method):
         return torch.sigmoid(self.decoder(codes).float()) * 2 - 1
 
     def traversal_axes(self, codes: Tensor, rows: int = 10, values: int = 7) -> list[TraversalAxis]:
-        """One row per latent, from -2 to 2 (the prior's two standard deviations); the
-        label gives the spread of that latent's mean over the sample (near 0: unused)."""
+        """One row per latent (the `rows` whose means spread most, in latent order), from
+        -2 to 2 (the prior's two standard deviations); the label gives the spread of that
+        latent's mean over the sample (near 0: unused)."""
         spread = codes.float().std(0)
+        shown = sorted(spread.argsort(descending=True)[:rows].tolist())
         axes = []
-        for i in range(codes.shape[1]):
+        for i in shown:
             direction = torch.zeros(codes.shape[1], device=codes.device)
             direction[i] = 1.0
             axes.append(TraversalAxis(f"z{i + 1} (sd {float(spread[i]):.2f})", direction,

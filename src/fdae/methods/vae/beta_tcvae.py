@@ -27,6 +27,7 @@ class BetaTCVAE(GaussianVAE):
     """beta-TCVAE (Chen et al. 2018): reconstruction + KL + (beta - 1) total correlation."""
 
     Config = BetaTCVAEConfig
+    batch_estimates = "its total correlation (minibatch-weighted sampling)"
 
     def regularizer(self, mean: Tensor, log_var: Tensor, z: Tensor, kl: Tensor, draws,
                     step) -> tuple[Tensor, dict[str, Tensor]]:

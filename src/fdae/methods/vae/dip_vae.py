@@ -36,6 +36,7 @@ class DIPVAEI(GaussianVAE):
     """DIP-VAE-I (Kumar et al. 2018): KL + the means' covariance pushed to the identity."""
 
     Config = DIPVAEIConfig
+    batch_estimates = "the covariance it regularises"
 
     def dip_covariance(self, mean: Tensor, log_var: Tensor) -> Tensor:
         return covariance(mean)

@@ -4,7 +4,9 @@ latent permuted independently (density-ratio trick: TC ~ mean(logit_0 - logit_1)
 
 D is trained in the same step, by its own Adam, to tell the two apart. One backward
 gives each part exactly its own gradient: the TC term reaches the encoder through D
-evaluated with detached weights, and D's loss sees detached samples.
+evaluated with detached weights, and D's loss sees detached samples. The logged
+"loss" is therefore the sum of both objectives; "vae_loss" and "discriminator" are
+each part's own.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class FactorVAE(GaussianVAE):
     """FactorVAE (Kim & Mnih 2018): reconstruction + KL + gamma TC, TC from a discriminator."""
 
     Config = FactorVAEConfig
+    batch_estimates = "the dimension-wise permutation its discriminator sees"
 
     def __init__(self, cfg: FactorVAEConfig, in_channels: int = 3, image_size: int = 64):
         super().__init__(cfg, in_channels, image_size)
