@@ -11,9 +11,8 @@ from __future__ import annotations
 import pytest
 
 from fdae.config import load_config
-from fdae.data import get_dataset
-from fdae.metrics import evaluate
-from fdae.train.loop import initial_method, train
+
+from _learning_helpers import assert_learns
 
 STEPS = 400  # see BENCHMARKS.md, "The demo": the curve of scores against steps
 EVAL = dict(metrics=["factor_vae", "mig"], protocol="paper", random_state=0, num_train=1000, num_test=500,
@@ -25,22 +24,8 @@ EVAL = dict(metrics=["factor_vae", "mig"], protocol="paper", random_state=0, num
 MIN_GAIN = {"factor_vae": 0.12, "mig": 0.05}
 
 
-def _scores(method, dataset) -> dict[str, float]:
-    res = evaluate(dataset, method.encode, groups=method.groups, **EVAL)
-    return {"factor_vae": res["metrics"]["factor_vae"]["eval_accuracy"], "mig": res["metrics"]["mig"]["mig"]}
-
-
 @pytest.mark.slow
 def test_demo_preset_learns_disentangled_codes_in_fixed_steps(tmp_path):
     cfg = load_config("shapes3d-demo", [f"train.steps={STEPS}", "train.device=cpu", "train.ckpt_every=0",
                                         "train.image_every=0", "train.eval_every=0"])
-    dataset = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
-    untrained = _scores(initial_method(cfg, dataset), dataset)  # the weights training starts from
-
-    result = train(cfg, tmp_path / "run", progress=False, tensorboard=False)
-    assert result.step == STEPS and result.skipped_steps == 0
-    from fdae.train.checkpoint import load_run
-
-    trained = _scores(load_run(tmp_path / "run", device="cpu").method, dataset)
-    for name, gain in MIN_GAIN.items():
-        assert trained[name] >= untrained[name] + gain, (name, untrained, trained)
+    assert_learns(cfg, tmp_path / "run", EVAL, MIN_GAIN)

@@ -12,24 +12,17 @@ from __future__ import annotations
 import pytest
 
 from fdae.config import load_config
-from fdae.data import get_dataset
-from fdae.metrics import evaluate
-from fdae.train.checkpoint import load_run
-from fdae.train.loop import initial_method, train
+
+from _learning_helpers import assert_learns
 
 STEPS = 500
 EVAL = dict(metrics=["factor_vae", "mig"], protocol="dlib", random_state=0, num_train=1000, num_test=500,
             num_votes_train=300, num_votes_eval=200)
-# Measured at these sizes (seed 0, as here): the untrained encoder scores FactorVAE 0.0
-# (its means vary by less than the 0.05 that makes a latent active) and MIG 0.004; after
-# 500 steps beta-VAE scores 0.64 / 0.136 and FactorVAE 0.64 / 0.156 (with seed 1:
-# beta-VAE 0.74 / 0.132 against an untrained MIG of 0.024).
+# Measured at these sizes (`pytest -s tests/test_vae_learning.py` prints them): the
+# untrained encoder scores FactorVAE 0.0 (its means vary by less than the 0.05 that makes
+# a latent active) and MIG 0.004; after 500 steps beta-VAE scores 0.64 / 0.136 and
+# FactorVAE 0.64 / 0.156.
 MIN_GAIN = {"factor_vae": 0.3, "mig": 0.06}
-
-
-def _scores(method, dataset) -> dict[str, float]:
-    res = evaluate(dataset, method.encode, groups=method.groups, **EVAL)
-    return {"factor_vae": res["metrics"]["factor_vae"]["eval_accuracy"], "mig": res["metrics"]["mig"]["mig"]}
 
 
 @pytest.mark.slow
@@ -38,10 +31,4 @@ def test_vae_learns_disentangled_codes_in_fixed_steps(tmp_path, method):
     cfg = load_config(f"{method}-dsprites-synth", [
         f"train.steps={STEPS}", "optim.lr=1e-3", "data.image_size=32", "train.device=cpu", "train.ckpt_every=0",
         "train.image_every=0", "train.log_every=100"])
-    dataset = get_dataset(cfg.data.name, image_size=32)
-    untrained = _scores(initial_method(cfg, dataset), dataset)
-    result = train(cfg, tmp_path / "run", progress=False, tensorboard=False)
-    assert result.step == STEPS and result.skipped_steps == 0
-    trained = _scores(load_run(tmp_path / "run").method, dataset)
-    for name, gain in MIN_GAIN.items():
-        assert trained[name] >= untrained[name] + gain, (name, untrained, trained)
+    assert_learns(cfg, tmp_path / "run", EVAL, MIN_GAIN)

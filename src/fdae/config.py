@@ -15,7 +15,6 @@ with the messages users see; YAML files stay plain and Hydra-compatible in layou
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import typing
@@ -176,13 +175,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def unused_sections(cfg: "Config") -> set[str]:
+    """The shared sections that `cfg`'s method does not read (a VAE: unet, edm)."""
+    return set(OPTIONAL_SECTIONS) - set(type(cfg.method).SECTIONS)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain data of a config; of a whole `Config`, only the sections its method reads."""
     data = dataclasses.asdict(cfg)
     if isinstance(cfg, Config):
-        for section in OPTIONAL_SECTIONS:
-            if section not in type(cfg.method).SECTIONS:
-                del data[section]
+        for section in unused_sections(cfg):
+            del data[section]
     return data
 
 
@@ -240,7 +243,7 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     if isinstance(obj, Config):  # the shared sections its method does not read are not keys here
-        names -= set(OPTIONAL_SECTIONS) - set(type(obj.method).SECTIONS)
+        names -= unused_sections(obj)
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in names:
@@ -319,8 +322,8 @@ def _build(data: dict[str, Any], saved: bool = False) -> Config:
     elif method is not None:
         raise FdaeError("config key 'method' is a section; give its fields, e.g. method.name=fdae")
     name = cfg.method.name
-    for section in OPTIONAL_SECTIONS:
-        if section in data and section not in type(cfg.method).SECTIONS:
+    for section in sorted(unused_sections(cfg)):
+        if section in data:
             keys = data[section]
             key = f"{section}.{next(iter(keys))}" if isinstance(keys, dict) and keys else section
             what = {"unet": "U-Net", "edm": "diffusion schedule"}[section]
@@ -369,8 +372,6 @@ def config_error(key: str, rule: str, value: Any, fix: str) -> FdaeError:
     return FdaeError(f"config key '{key}' must be {rule}, got {value!r}; {fix}")
 
 
-_fail = config_error
-
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -388,7 +389,7 @@ def _check_finite(obj: Any, prefix: str = "") -> None:
         values = value if isinstance(value, list) else [value]
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
-                raise _fail(key, "a finite number" + (" > 0" if key in _POSITIVE_FLOATS else ""), v,
+                raise config_error(key, "a finite number" + (" > 0" if key in _POSITIVE_FLOATS else ""), v,
                             _HINTS.get(key, f"set {key} to a real value (see configs/*.yaml)"))
 
 
@@ -402,12 +403,12 @@ def validate(cfg: Config) -> Config:
             raise FdaeError(f"config key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
     _check_finite(cfg)
     if not cfg.name or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
-        raise _fail("name", "a plain name (it names the run directory runs/NAME-TIMESTAMP)", cfg.name,
+        raise config_error("name", "a plain name (it names the run directory runs/NAME-TIMESTAMP)", cfg.name,
                     "set name=my-run")
     if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < SEED_LIMIT:
-        raise _fail("seed", "an integer in [0, 2**32)", cfg.seed, "set seed=0 (or another non-negative integer)")
+        raise config_error("seed", "an integer in [0, 2**32)", cfg.seed, "set seed=0 (or another non-negative integer)")
     if not cfg.data.name:
-        raise _fail("data.name", "a dataset name", cfg.data.name, "see `fdae data list`, or use folder:PATH")
+        raise config_error("data.name", "a dataset name", cfg.data.name, "see `fdae data list`, or use folder:PATH")
     m, u, e, o, t, ev = cfg.method, cfg.unet, cfg.edm, cfg.optim, cfg.train, cfg.eval
     positive = {  # strictly > 0
         "train.batch_size": t.batch_size,
@@ -425,27 +426,27 @@ def validate(cfg: Config) -> Config:
     }
     for key, value in positive.items():
         if not value > 0:
-            raise _fail(key, "> 0", value, _HINTS.get(key, f"set {key} to a positive value"))
+            raise config_error(key, "> 0", value, _HINTS.get(key, f"set {key} to a positive value"))
     for key, value in (("unet.channels", u.channels), ("unet.num_blocks", u.num_blocks),
                        ("unet.head_channels", u.head_channels)):
         if value is not None and not value >= 1:
-            raise _fail(key, ">= 1 or null (null keeps the preset's)", value, f"set {key}=null or a positive integer")
+            raise config_error(key, ">= 1 or null (null keeps the preset's)", value, f"set {key}=null or a positive integer")
     for key, value in (("unet.channel_mult", u.channel_mult), ("unet.attn_resolutions", u.attn_resolutions)):
         if value is None:
             continue
         if key == "unet.channel_mult" and not value:
-            raise _fail(key, "a non-empty list of positive integers or null", value, "e.g. unet.channel_mult=[1,2,2]")
+            raise config_error(key, "a non-empty list of positive integers or null", value, "e.g. unet.channel_mult=[1,2,2]")
         if not all(v >= 1 for v in value):
-            raise _fail(key, "a list of positive integers or null", value,
+            raise config_error(key, "a list of positive integers or null", value,
                         "e.g. unet.channel_mult=[1,2,2] or unet.attn_resolutions=[16]")
     if u.dropout is not None and not 0.0 <= u.dropout < 1.0:
-        raise _fail("unet.dropout", "in [0, 1) or null", u.dropout, "set unet.dropout=0")
+        raise config_error("unet.dropout", "in [0, 1) or null", u.dropout, "set unet.dropout=0")
     m.check()
     for key, value in (("optim.weight_decay", o.weight_decay),):
         if not value >= 0:
-            raise _fail(key, ">= 0", value, f"set {key}=0 to turn it off")
+            raise config_error(key, ">= 0", value, f"set {key}=0 to turn it off")
     if not e.p_std >= 0:
-        raise _fail("edm.p_std", ">= 0", e.p_std, _HINTS["edm.p_std"])
+        raise config_error("edm.p_std", ">= 0", e.p_std, _HINTS["edm.p_std"])
     at_least = {
         "train.log_every": (t.log_every, 1),
         "train.keep_last": (t.keep_last, 1),
@@ -462,10 +463,10 @@ def validate(cfg: Config) -> Config:
         at_least["train.image_every"] = (t.image_every, 0)
     for key, (value, low) in at_least.items():
         if value < low:
-            raise _fail(key, f">= {low}", value, f"set {key}={max(low, 1)} or more")
+            raise config_error(key, f">= {low}", value, f"set {key}={max(low, 1)} or more")
     for key, value in (("optim.grad_clip", o.grad_clip), ("train.time_limit_min", t.time_limit_min)):
         if value is not None and not value > 0:
-            raise _fail(key, "> 0 or null", value, f"set {key}=null to turn it off")
+            raise config_error(key, "> 0 or null", value, f"set {key}=null to turn it off")
     size = cfg.data.image_size
     if size is not None and (size < 16 or size % 16):
         raise FdaeError(f"config key 'data.image_size' must be a multiple of 16 (64 or 128) or null, got {size!r}")
@@ -564,7 +565,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """The config a checkpoint holds (written by any version of fdae)."""
-    return _build(copy.deepcopy(data), saved=True)
+    return _build(data, saved=True)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -50,13 +50,9 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
     if "traversals" in figures:
         sample = dataset.example_images(256, seed + 1, device)
         grid, rows, cols = traversal_figure(model, first[:min(n, 3)], sample, steps, seed)
-        how = ("each latent set to -2 ... 2 (the prior's two standard deviations); sd = the spread of that "
-               "latent's mean over 256 images (near 0: unused)" if edm_cfg is None else
-               "codes moved along each group's first principal direction (one group: its first principal "
-               "directions), from the 5th to the 95th percentile over 256 images")
         written["traversals"] = save_png(labelled(
             grid, size, ["Latent traversals: one row per axis of the representation, decoded across its range",
-                         f"{how} ({sampler})"],
+                         f"{model.traversal_note}; sample: {len(sample)} images ({sampler})"],
             col_labels=cols, row_labels=rows, scale=scale), out / "traversals.png")
     if "masks" in figures:
         concepts = model.cfg.num_concepts

@@ -58,6 +58,9 @@ class Method(nn.Module):
     # What of the loss is estimated from the whole batch (said when DDP or gradient
     # accumulation splits the batch into shards, each of which then estimates it alone).
     batch_estimates: ClassVar[str] = ""
+    # How `traversal_axes` moves the codes, for the traversal figure's caption.
+    traversal_note: ClassVar[str] = ("codes moved along each group's first principal direction (one group: its "
+                                     "first principal directions), from the 5th to the 95th percentile over the sample")
 
     @classmethod
     def build(cls, cfg: Any, in_channels: int, image_size: int) -> "Method":

@@ -317,14 +317,13 @@ class _Trainer:
                 f"= {info.world_size} x {t.grad_accum}"
             )
         self.shard_size = t.batch_size // shards
-        self.shard_note = shards > 1  # said once the method is built (`Method.batch_estimates`)
         self.shards = [info.rank * t.grad_accum + j for j in range(t.grad_accum)]
 
         from fdae.data import get_dataset
 
         self.dataset = get_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size)
         self.method = initial_method(cfg, self.dataset).to(self.device)
-        if self.shard_note and getattr(self.method, "batch_estimates", ""):
+        if shards > 1 and self.method.batch_estimates:
             self.say(f"note: {cfg.method.name} estimates {self.method.batch_estimates} on each shard of "
                      f"{self.shard_size} images (train.batch_size {t.batch_size} over {shards} shards: world size x "
                      f"train.grad_accum), not on the whole batch; disentanglement_lib uses one batch of 64")
@@ -337,7 +336,8 @@ class _Trainer:
         # Parameters the method updates with optimizers of their own (FactorVAE's
         # discriminator), stepped in the same step; the main optimizer gets the rest.
         extras = self.method.extra_optimizers()
-        own = {id(p) for extra in extras for p in extra.params}
+        self.extra_params = [p for extra in extras for p in extra.params]
+        own = {id(p) for p in self.extra_params}
         self.main_params = [p for p in self.params if id(p) not in own]
         self.optimizer = build_optimizer(self.main_params, cfg.optim, self.device)
         self.extra_optimizers = {extra.name: extra.make(extra.params) for extra in extras}
@@ -505,9 +505,7 @@ class _Trainer:
             _clip(grads, self.cfg.optim.grad_clip, norm)
         ok = torch.isfinite(sums["loss"]) & torch.isfinite(norm)
         if self.extra_optimizers:
-            extra = [p.grad for opt in self.extra_optimizers.values() for g in opt.param_groups
-                     for p in g["params"] if p.grad is not None]
-            ok = ok & torch.isfinite(_total_norm(extra))
+            ok = ok & torch.isfinite(_total_norm([p.grad for p in self.extra_params if p.grad is not None]))
         if self.info.enabled:
             flag = ok.to(torch.int32)
             distributed.all_reduce(flag, self.info, "min")
@@ -515,6 +513,9 @@ class _Trainer:
         self.guard.record(ok)
         for buf, saved in zip(self.buffers, saved_buffers):
             buf.copy_(torch.where(ok, buf, saved))
+        if self.extra_optimizers and bool(ok):  # a host read, only for methods that have them
+            for opt in self.extra_optimizers.values():
+                opt.step()
         if self.fused:  # the fused kernel skips the update on the device
             self.optimizer.found_inf = (~ok).float()  # type: ignore[attr-defined]
             self.optimizer.grad_scale = None  # type: ignore[attr-defined]
@@ -522,16 +523,11 @@ class _Trainer:
                 self.optimizer.step()
             finally:
                 del self.optimizer.found_inf, self.optimizer.grad_scale  # type: ignore[attr-defined]
-            if self.extra_optimizers and bool(ok):
-                for opt in self.extra_optimizers.values():
-                    opt.step()
             if self.ema is not None:
                 self.ema.update(mask=ok.float())
         else:  # one host read per step; free on the CPU
             if bool(ok):
                 self.optimizer.step()
-                for opt in self.extra_optimizers.values():
-                    opt.step()
                 if self.ema is not None:
                     self.ema.update()
             elif self.ema is not None:

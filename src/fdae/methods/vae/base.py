@@ -42,6 +42,8 @@ class VAEConfig(MethodConfig):
 class GaussianVAE(Method):
     Config = VAEConfig
     figures = ("reconstructions", "traversals")
+    traversal_note = ("each latent set to -2 ... 2 (the prior's two standard deviations); sd = the spread of that "
+                      "latent's mean over the sample (near 0: unused)")
 
     def __init__(self, cfg: VAEConfig, in_channels: int = 3, image_size: int = 64):
         super().__init__()
