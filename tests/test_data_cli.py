@@ -56,3 +56,27 @@ def test_user_errors_are_fdae_errors(tmp_path):
         run(["data", "export", "dsprites-synth", str(tmp_path / "x.npz"), "--factor-sizes", "1,2"])
     with pytest.raises(FdaeError, match="3dshapes.h5"):
         run(["data", "preview", "shapes3d", "--data-root", str(tmp_path)])
+
+
+@pytest.mark.parametrize("name, rows", [("mpi3d-synth", 7), ("cars3d-synth", 3)])
+def test_preview_of_the_scene_look_alikes(tmp_path, capsys, name, rows):
+    out = tmp_path / "grid.png"
+    assert run(["data", "preview", name, "--out", str(out), "--columns", "3"]) == 0
+    assert name in capsys.readouterr().out
+    assert Image.open(out).size == (120 + 3 * 66, 18 + rows * 66)
+
+
+def test_export_scene_look_alikes_from_the_command_line(tmp_path, monkeypatch):
+    from fdae.data import get_dataset
+
+    monkeypatch.setenv("FDAE_CACHE_DIR", str(tmp_path / "cache"))
+    assert run(["data", "export", "mpi3d-synth", str(tmp_path / "mpi3d_toy.npz"), "--factor-sizes",
+                "1,2,1,1,1,2,1", "--no-progress"]) == 0
+    ds = get_dataset("mpi3d-toy", root=tmp_path, factor_sizes=(1, 2, 1, 1, 1, 2, 1))
+    f = ds.factors_of(np.arange(len(ds)))
+    assert np.array_equal(ds.images(f).numpy(), get_dataset("mpi3d-synth").images(f).numpy())
+    assert run(["data", "export", "cars3d-synth", str(tmp_path / "cars"), "--factor-sizes", "1,1,1",
+                "--no-progress"]) == 0
+    assert (tmp_path / "cars" / "car_001_mesh.mat").exists()
+    with pytest.raises(FdaeError, match="already exists"):
+        run(["data", "export", "cars3d-synth", str(tmp_path / "cars"), "--factor-sizes", "1,1,1"])

@@ -13,7 +13,7 @@ from fdae.data.shapes3d import Shapes3DFile
 from fdae.data.smallnorb import SmallNORBFile
 from fdae.errors import FdaeError
 
-SYNTH = ["shapes3d-synth", "dsprites-synth"]
+SYNTH = ["shapes3d-synth", "dsprites-synth", "mpi3d-synth", "cars3d-synth"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -33,7 +33,7 @@ def every_dataset_grid():
 
 
 def test_names_cover_the_contract():
-    assert set(list_datasets()) == {"shapes3d-synth", "dsprites-synth", "shapes3d", "dsprites", "mpi3d-toy",
+    assert set(list_datasets()) == {"shapes3d-synth", "dsprites-synth", "mpi3d-synth", "cars3d-synth", "shapes3d", "dsprites", "mpi3d-toy",
                                     "mpi3d-realistic", "mpi3d-real", "mpi3d-complex", "cars3d", "smallnorb"}
     with pytest.raises(FdaeError, match="unknown dataset"):
         get_dataset("shapes3")

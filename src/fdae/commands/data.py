@@ -35,8 +35,9 @@ def register(subparsers) -> None:
     q.set_defaults(func=cmd_preview)
 
     q = sub.add_parser("export", help="write a procedural dataset in the real file's layout")
-    q.add_argument("name", help="shapes3d-synth (-> 3dshapes.h5 layout) or dsprites-synth (-> dSprites npz)")
-    q.add_argument("file", help="output file")
+    q.add_argument("name", help="shapes3d-synth (-> 3dshapes.h5), dsprites-synth (-> dSprites npz), "
+                                "mpi3d-synth (-> mpi3d_toy.npz) or cars3d-synth (-> a cars/ folder of .mat files)")
+    q.add_argument("file", help="output file (for cars3d-synth: a new folder, e.g. DATA_ROOT/cars)")
     q.add_argument("--factor-sizes", default=None, metavar="N,N,...",
                    help="keep only the first N values of each factor (small test files)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -113,7 +114,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             limit = tuple(int(x) for x in args.factor_sizes.split(","))
         except ValueError:
             raise FdaeError(f"--factor-sizes must be comma-separated integers, got '{args.factor_sizes}'.") from None
-    require_output_file(args.file, "export to")
+    from fdae.data.export import FOLDER_EXPORTS
+    from fdae.errors import require_output_dir
+
+    if args.name in FOLDER_EXPORTS:
+        require_output_dir(Path(args.file).parent, "export to")
+    else:
+        require_output_file(args.file, "export to")
     path = export(args.name, args.file, limit_sizes=limit, progress=not args.no_progress)
     print(f"wrote {path}: {args.name} (procedural stand-in) in the real file layout")
     return 0

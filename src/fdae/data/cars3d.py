@@ -23,6 +23,16 @@ from fdae.errors import FdaeError
 PUBLISHED = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz (folder data/cars)"
 
 
+def shrink(view: np.ndarray) -> np.ndarray:
+    """A 128 x 128 x 3 uint8 view -> 64 x 64 x 3 with PIL's LANCZOS thumbnail (as
+    disentanglement_lib); `cars3d-synth` shrinks its renders with this same function."""
+    from PIL import Image
+
+    pic = Image.fromarray(view)
+    pic.thumbnail((64, 64), Image.LANCZOS)
+    return np.asarray(pic)
+
+
 class Cars3DFile(FileDataset):
     """Cars3D from its folder of `.mat` files."""
 
@@ -43,7 +53,6 @@ class Cars3DFile(FileDataset):
         self._images: np.ndarray | None = None
 
     def _decode_one(self, file: Path) -> np.ndarray:
-        from PIL import Image
         from scipy.io import loadmat
 
         try:
@@ -59,9 +68,7 @@ class Cars3DFile(FileDataset):
         views = np.einsum("hwcae->eahwc", im).reshape(-1, 128, 128, 3)  # elevation-major
         out = np.empty((len(views), 64, 64, 3), dtype=np.uint8)
         for i, view in enumerate(views):
-            pic = Image.fromarray(view)
-            pic.thumbnail((64, 64), Image.LANCZOS)
-            out[i] = np.asarray(pic)
+            out[i] = shrink(view)
         return out.reshape(el, az, 64, 64, 3)
 
     def _decode(self) -> np.ndarray:

@@ -2,8 +2,12 @@
 
 `shapes3d-synth` -> a `3dshapes.h5` (`images` uint8 (N,64,64,3), `labels` float64 (N,6));
 `dsprites-synth` -> a dSprites npz (`imgs` uint8 {0,1} (N,64,64), `latents_classes` and
-`latents_values` (N,6) with the constant color column first, `metadata`). Images are
-rendered in batches and streamed to disk, so memory stays small at the full grid.
+`latents_values` (N,6) with the constant color column first, `metadata`);
+`mpi3d-synth` -> an `mpi3d_toy.npz` (`images` uint8 (N,64,64,3), stored uncompressed as
+the MPI3D files are, so the reader memory-maps it);
+`cars3d-synth` -> a `cars/` folder of one `.mat` per car, each `im` uint8
+(128,128,3,azimuth,elevation) as Reed et al.'s files. Images are rendered in batches
+and streamed to disk, so memory stays small at the full grid.
 `limit_sizes` keeps only the first values of each factor (small files for tests; read
 them back with `factor_sizes=limit_sizes`).
 """
@@ -11,6 +15,7 @@ them back with `factor_sizes=limit_sizes`).
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +27,9 @@ from fdae.data.base import GroundTruthDataset
 from fdae.data.registry import get_dataset
 from fdae.errors import FdaeError
 
-EXPORTABLE = {"shapes3d-synth": "3dshapes.h5 layout", "dsprites-synth": "dSprites npz layout"}
+EXPORTABLE = {"shapes3d-synth": "3dshapes.h5 layout", "dsprites-synth": "dSprites npz layout",
+              "mpi3d-synth": "mpi3d_toy.npz layout", "cars3d-synth": "Cars3D folder of .mat files"}
+FOLDER_EXPORTS = {"cars3d-synth"}  # written as a folder, not a file
 
 
 def _grid_batches(ds: GroundTruthDataset, sizes: tuple[int, ...], batch: int) -> Iterator[np.ndarray]:
@@ -59,18 +66,25 @@ def export(name: str, path: str | os.PathLike, limit_sizes: tuple[int, ...] | No
 
     bar = tqdm(total=int(np.prod(sizes)), desc=f"exporting {name} ({EXPORTABLE[name]})", unit="img",
                disable=not progress)
-    if path.is_dir():
+    if name in FOLDER_EXPORTS:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FdaeError(f"{name}: {path} already exists; give a new folder name (e.g. DATA_ROOT/cars).")
+    elif path.is_dir():
         raise FdaeError(f"{name}: {path} is a folder; give a file name inside it.")
     tmp = path.with_name(path.name + ".partial")
+    writers = {"shapes3d-synth": _write_h5, "dsprites-synth": _write_npz, "mpi3d-synth": _write_mpi3d,
+               "cars3d-synth": _write_cars}
     try:
         with bar:
-            if name == "shapes3d-synth":
-                _write_h5(ds, tmp, sizes, batch, bar)
-            else:
-                _write_npz(ds, tmp, sizes, batch, bar)
+            writers[name](ds, tmp, sizes, batch, bar)
+        if name in FOLDER_EXPORTS and path.exists():
+            path.rmdir()  # the empty folder the user made
         os.replace(tmp, path)
     finally:  # an error or Ctrl-C leaves no half-written file behind
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -123,3 +137,28 @@ def _write_npz(ds, path: Path, sizes, batch: int, bar) -> None:
                          "latents_sizes": np.array((1,) + tuple(sizes))}, dtype=object)
         with zf.open("metadata.npy", "w") as fp:
             npy_format.write_array(fp, meta, allow_pickle=True)
+
+
+def _write_mpi3d(ds, path: Path, sizes, batch: int, bar) -> None:
+    n = int(np.prod(sizes))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        with _npy_member(zf, "images", np.zeros((1, 64, 64, 3), np.uint8), (n, 64, 64, 3)) as fp:
+            for f in _grid_batches(ds, sizes, batch):
+                fp.write(ds.images_uint8(f).permute(0, 2, 3, 1).contiguous().numpy().tobytes())
+                bar.update(len(f))
+
+
+def _write_cars(ds, path: Path, sizes, batch: int, bar) -> None:
+    """One `car_NNN_mesh.mat` per car (names sort in object order), `im` (128,128,3,az,el)."""
+    from scipy.io import savemat
+
+    from fdae.data.cars3d_synth import render_views
+
+    del ds, batch
+    path.mkdir()
+    n_el, n_az, n_cars = sizes
+    for car in range(n_cars):
+        views = render_views([(e, a, car) for e in range(n_el) for a in range(n_az)])  # elevation-major
+        im = np.ascontiguousarray(views.reshape(n_el, n_az, 128, 128, 3).transpose(2, 3, 4, 1, 0))
+        savemat(path / f"car_{car + 1:03d}_mesh.mat", {"im": im}, do_compression=True)
+        bar.update(n_el * n_az)

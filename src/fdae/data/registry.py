@@ -34,6 +34,10 @@ def _infos() -> dict[str, DatasetInfo]:
                                       "procedural 3D Shapes look-alike (torch ray casting)"),
         "dsprites-synth": DatasetInfo("dsprites-synth", True, (3, 6, 40, 32, 32), (), "built in",
                                       "procedural dSprites look-alike (binary sprites)"),
+        "mpi3d-synth": DatasetInfo("mpi3d-synth", True, (6, 6, 2, 3, 3, 40, 40), (), "built in",
+                                   "procedural MPI3D-toy look-alike (robot arm, torch ray casting)"),
+        "cars3d-synth": DatasetInfo("cars3d-synth", True, (4, 24, 183), (), "built in",
+                                    "procedural Cars3D look-alike (183 generated cars)"),
         "shapes3d": DatasetInfo("shapes3d", False, (10, 10, 10, 8, 4, 15),
                                 (shapes3d.FILE, f"shapes3d/{shapes3d.FILE}"), shapes3d.PUBLISHED, "DeepMind 3D Shapes"),
         "dsprites": DatasetInfo("dsprites", False, (3, 6, 40, 32, 32),
@@ -54,7 +58,9 @@ def _infos() -> dict[str, DatasetInfo]:
 def _factories() -> dict[str, Callable[..., GroundTruthDataset]]:
     from fdae.data.cars3d import Cars3DFile
     from fdae.data.dsprites import DSpritesFile
+    from fdae.data.cars3d_synth import Cars3DSynth
     from fdae.data.dsprites_synth import DSpritesSynth
+    from fdae.data.mpi3d_synth import MPI3DSynth
     from fdae.data.mpi3d import VARIANTS, MPI3DFile
     from fdae.data.shapes3d import Shapes3DFile
     from fdae.data.shapes3d_synth import Shapes3DSynth
@@ -63,6 +69,8 @@ def _factories() -> dict[str, Callable[..., GroundTruthDataset]]:
     out: dict[str, Callable[..., GroundTruthDataset]] = {
         "shapes3d-synth": lambda root=None, **kw: Shapes3DSynth(),
         "dsprites-synth": lambda root=None, **kw: DSpritesSynth(),
+        "mpi3d-synth": lambda root=None, **kw: MPI3DSynth(),
+        "cars3d-synth": lambda root=None, **kw: Cars3DSynth(),
         "shapes3d": Shapes3DFile,
         "dsprites": DSpritesFile,
         "cars3d": Cars3DFile,
