@@ -142,22 +142,27 @@ def test_cars3d_cars_are_distinct(cars):
     assert set(families) == set(cars3d_synth.FAMILIES)
 
 
+def test_rows_are_the_same_bits_whatever_batch_renders_them(tmp_path, monkeypatch):
+    """Rows are ray cast in whatever batch first meets them: one at a time and all
+    together must give identical bits (fresh tables, no cache)."""
+    monkeypatch.setenv("FDAE_CACHE_DIR", str(tmp_path))
+    ids_arm = np.array([5, 1700, 4799, 2222])
+    ids_obj = np.array([7, 9700, 33333, 57599, 20000])
+    ids_car = np.array([0, 183 * 24 + 5, 17567])
+    fresh = mpi3d_synth._Renderer()
+    for render, ids in ((fresh._arm_rows, ids_arm), (fresh._object_rows, ids_obj), (cars3d_synth._shrink_rows, ids_car)):
+        together = render(ids)
+        alone = torch.cat([render(ids[i : i + 1]) for i in range(len(ids))])
+        assert torch.equal(together, alone)
+
+
 @pytest.mark.parametrize("name", ["mpi3d-synth", "cars3d-synth"])
-def test_same_images_whatever_the_batch(name):
+def test_same_images_whatever_the_order(name):
     ds = get_dataset(name)
     f = ds.sample_factors(12, np.random.RandomState(5))
     once = ds.images_uint8(f)
     again = torch.cat([ds.images_uint8(f[i : i + 1]) for i in reversed(range(12))]).flip(0)
     assert torch.equal(once, again)
-    # a fresh table (another process) renders the same rows
-    table = mpi3d_synth._Renderer().obj if name == "mpi3d-synth" else LazyTable(
-        4 * 24 * 183, (3, 64, 64), cars3d_synth._shrink_rows)
-    if name == "mpi3d-synth":
-        ids = (torch.from_numpy(f[:, 1] * 2 + f[:, 2]) * 4800 + torch.from_numpy((f[:, 3] * 40 + f[:, 5]) * 40 + f[:, 6]))
-        assert torch.equal(table.rows(ids), mpi3d_synth.renderer().obj.rows(ids))
-    else:
-        ids = torch.from_numpy((f[:, 0] * 24 + f[:, 1]) * 183 + f[:, 2])
-        assert torch.equal(table.rows(ids), once)
 
 
 def test_sample_batch_is_the_images_of_its_factors(mpi, cars):
@@ -210,3 +215,40 @@ def test_train_on_a_look_alike_from_the_command_line(tmp_path, name, concepts):
                  "--run-dir", str(run), "--no-progress"]) == 0
     loaded = load_run(run)
     assert loaded.cfg.data.name == name and loaded.cfg.method.num_concepts == concepts and loaded.step == 2
+
+
+def test_lazy_table_renders_each_row_once_and_reuses_a_complete_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FDAE_CACHE_DIR", str(tmp_path))
+    source = tmp_path / "renderer.py"
+    source.write_text("version 1")
+    calls = []
+
+    def render(ids):
+        calls.append(list(ids))
+        return torch.from_numpy(np.stack([np.full((2, 3), i, np.uint8) for i in ids]))
+
+    table = LazyTable(5, (2, 3), render, chunk=2, cache_name="t", sources=(str(source),))
+    assert table.rows(torch.tensor([3, 1, 3]))[:, 0, 0].tolist() == [3, 1, 3]
+    assert calls == [[1, 3]] and not list(tmp_path.glob("t-*.npy"))
+    table.rows(torch.tensor([[0, 2], [4, 1]]))
+    assert sorted(sum(calls, [])) == [0, 1, 2, 3, 4]  # each row once
+    assert len(list(tmp_path.glob("t-*.npy"))) == 1  # complete: saved
+
+    def no_render(ids):
+        raise AssertionError("a complete cache should need no rendering")
+
+    again = LazyTable(5, (2, 3), no_render, cache_name="t", sources=(str(source),))
+    assert again.rows(torch.arange(5))[:, 1, 2].tolist() == [0, 1, 2, 3, 4]
+    source.write_text("version 2")  # a changed renderer never reads the old table
+    fresh = LazyTable(5, (2, 3), render, cache_name="t", sources=(str(source),))
+    assert fresh.num_rendered == 0
+    for f in tmp_path.glob("t-*.npy"):
+        f.write_bytes(b"broken")
+    source.write_text("version 1")
+    assert LazyTable(5, (2, 3), render, cache_name="t", sources=(str(source),)).num_rendered == 0
+    # half the rows met: the rest are rendered at once and the table saved for later processes
+    half = LazyTable(10, (2, 3), render, cache_name="h", sources=(str(source),))
+    half.rows(torch.arange(4))
+    assert half.num_rendered == 4
+    half.rows(torch.tensor([7]))
+    assert half.num_rendered == 10 and len(list(tmp_path.glob("h-*.npy"))) == 1

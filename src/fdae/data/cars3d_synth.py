@@ -133,7 +133,8 @@ def car_parameters(index: int) -> dict[str, Any]:
 
 
 def _camera(elevation: float, azimuth: float):
-    """Eye, forward, right, up (float64) of one view; azimuth 0 looks at the car's left side."""
+    """Eye, forward, right, up (float64) of one view; azimuth 0 looks at the car's right
+    side (the car faces +x, the camera starts on +z)."""
     el, az = math.radians(elevation), math.radians(azimuth)
     eye = torch.tensor([CAM_DIST * math.cos(el) * math.sin(az), TARGET_Y + CAM_DIST * math.sin(el),
                         CAM_DIST * math.cos(el) * math.cos(az)], dtype=torch.float64)
@@ -266,11 +267,17 @@ def _shrink_rows(ids: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack([shrink(v) for v in big])).permute(0, 3, 1, 2).contiguous()
 
 
+def _shrink_source() -> str:
+    from fdae.data import cars3d
+
+    return cars3d.__file__
+
+
 def table() -> LazyTable:
     with _LOCK:
         if not _TABLE:
             _TABLE.append(LazyTable(4 * 24 * NUM_CARS, (3, IMAGE_SIZE, IMAGE_SIZE), _shrink_rows, chunk=16,
-                                    cache_name="cars3d-synth", sources=(__file__, raycast.__file__)))
+                                    cache_name="cars3d-synth", sources=(__file__, raycast.__file__, _shrink_source())))
         return _TABLE[0]
 
 

@@ -72,6 +72,8 @@ def export(name: str, path: str | os.PathLike, limit_sizes: tuple[int, ...] | No
     elif path.is_dir():
         raise FdaeError(f"{name}: {path} is a folder; give a file name inside it.")
     tmp = path.with_name(path.name + ".partial")
+    if tmp.is_dir():  # left by an export that was killed
+        shutil.rmtree(tmp)
     writers = {"shapes3d-synth": _write_h5, "dsprites-synth": _write_npz, "mpi3d-synth": _write_mpi3d,
                "cars3d-synth": _write_cars}
     try:

@@ -11,6 +11,9 @@ host round trip.
 With a `cache_name`, a table that is complete is saved to the cache folder
 ($FDAE_CACHE_DIR) under a name that includes a hash of the renderer's source, and the
 next process starts from it; a renderer change makes a new name, never a stale table.
+Once half of a cached table's rows exist (a training run or an evaluation gets there
+early), the rest are rendered at once and the table saved: every later process on the
+machine then starts complete, instead of each paying for the same rows again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 import torch
 
 from fdae.data.base import single_thread
+
+COMPLETE_AFTER = 0.5  # fraction of a cached table's rows after which the rest are rendered and saved
 
 
 class LazyTable:
@@ -62,8 +67,11 @@ class LazyTable:
                 self._done[part] = True
                 if progress is not None:
                     progress(len(part))
-        if len(missing) and self._cache is not None and self._done.all():
-            self._save()
+        if len(missing) and self._cache is not None:
+            if not self._done.all() and self._done.mean() >= COMPLETE_AFTER:
+                self._fill(np.arange(self.num_rows))  # the other half, once for this machine
+            elif self._done.all():
+                self._save()
 
     def _save(self) -> None:
         """Write the complete table atomically; a read-only cache folder only costs speed."""
@@ -93,8 +101,13 @@ class LazyTable:
                     self._complete.add(key)
                     self._devices[key] = (self._cpu, self._done)
                 return self._cpu[ids.cpu()]
-            table, done = self._devices.setdefault(
-                key, (torch.zeros_like(self._cpu, device=device), np.zeros(self.num_rows, dtype=bool)))
+            if key not in self._devices:
+                if self._done.all():  # complete on the CPU (e.g. from the cache): copy it whole, once
+                    self._devices[key] = (self._cpu.to(device), np.ones(self.num_rows, dtype=bool))
+                    self._complete.add(key)
+                    return self._devices[key][0][ids]
+                self._devices[key] = (torch.zeros_like(self._cpu, device=device), np.zeros(self.num_rows, dtype=bool))
+            table, done = self._devices[key]
             need = np.unique(ids_np[~done[ids_np]])
             if len(need):
                 idx = torch.from_numpy(need)

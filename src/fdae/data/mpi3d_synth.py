@@ -209,9 +209,9 @@ def _box_filter(x: torch.Tensor, size: int) -> torch.Tensor:
 def _arm_hits(o, d, pose):
     """Nearest hit of the two arm links (capsules): t and world normal; the pose's
     joints broadcast against the rays (one row of joints per ray)."""
-    upper = raycast.capsule(o, d, pose["shoulder"], pose["elbow"],
+    upper = raycast.segment_capsule(o, d, pose["shoulder"], pose["elbow"],
                             torch.full(o.shape[:-1], UPPER_RADIUS, dtype=torch.float64))
-    fore = raycast.capsule(o, d, pose["elbow"], pose["tip"],
+    fore = raycast.segment_capsule(o, d, pose["elbow"], pose["tip"],
                            torch.full(o.shape[:-1], FORE_RADIUS, dtype=torch.float64))
     return raycast._closest(upper, fore)
 
@@ -236,7 +236,7 @@ class _Renderer:
 
     # ---- the stage: planes of an open-fronted box, and the arm's mount
     def _stage(self) -> torch.Tensor:
-        n, ss = IMAGE_SIZE, SUPERSAMPLE
+        n = IMAGE_SIZE
         frames = []
         for cam in range(3):
             rows, cols = _sample_grid(torch.zeros(1), torch.zeros(1), n)
@@ -259,7 +259,7 @@ class _Renderer:
             centre, half = (lo + hi) / 2, (hi - lo) / 2
             normals = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]],
                                    dtype=torch.float64)
-            offsets = torch.cat([half[[0, 0, 1, 1, 2, 2]]])
+            offsets = half[[0, 0, 1, 1, 2, 2]]
             t, normal, _ = raycast.polytope(o - centre, d, normals, offsets)
             better = t < t_best
             mount_shade = _lambert(normal) * ARM_RGB[1]
@@ -269,7 +269,6 @@ class _Renderer:
             bg = torch.where(better, 0.0, bg)
             grey = torch.where(better, mount_shade, grey)
             frames.append(torch.stack([_box_filter(bg[None], n)[0], _box_filter(grey[None], n)[0]]))
-        del ss
         return torch.stack(frames).to(torch.float32)
 
     # ---- the arm: per (camera, h, v)

@@ -2,8 +2,9 @@
 
 Rays are (origin o, unit direction d), tensors (..., 3). Each function returns the
 nearest hit distance t (inf where missed, only t > EPS counts) and the unit surface
-normal at that hit. Used by the Shapes3D look-alike renderer; float64 on CPU there, so
-edges land on the same pixels whatever device later composites the images.
+normal at that hit (`polytope` also the index of the face hit). Used by the Shapes3D,
+MPI3D and Cars3D look-alike renderers; float64 on CPU there, so edges land on the same
+pixels whatever device later composites the images.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def to_world(n_local: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
             + n_local[..., 2:3] * axes[..., 2, :])
 
 
-def capsule(o, d, a, b, radius):
+def segment_capsule(o, d, a, b, radius):
     """Capsule: all points within `radius` of the segment a-b (a robot arm's link)."""
     ba, oa = b - a, o - a
     baba, bard, baoa = dot(ba, ba), dot(ba, d), dot(ba, oa)
