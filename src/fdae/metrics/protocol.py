@@ -216,7 +216,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
              vote_batch_size: int = 64, num_votes_train: int | None = None, num_votes_eval: int | None = None,
              num_bins: int = 20, prune_threshold: float | None = None,
              paper_dims: int = 36, kmeans_clusters: int = 20, kmeans_random_state: int = 0,
-             dci_learning_rate: float = 0.1, device=None, encode_batch_size: int = DEFAULT_ENCODE_BATCH,
+             dci_learning_rate: float = 0.1, dci_mode: str = "exact", device=None, encode_batch_size: int = DEFAULT_ENCODE_BATCH,
              n_jobs: int | None = None, progress: Callable[[str], None] | None = None,
              concepts: int | None = None,
              on_metric: Callable[[str, dict], None] | None = None) -> dict:
@@ -231,6 +231,8 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
     num_votes_train / num_votes_eval: FactorVAE and BetaVAE vote counts (and FactorVAE's
       variance-estimate samples = num_votes_train); default num_train / num_test, as in
       the reference's configs.
+    dci_mode: "exact" (disentanglement_lib's boosted trees, the default) or "fast"
+      (histogram boosting; recorded in the result, see `fdae.metrics.dci`).
     Returns {"protocol", "dataset", "settings", "groups", "metrics": {name: dict},
     "seconds": {name: s}}; numpy arrays inside (e.g. DCI's importance matrix) can be
     made JSON-ready with `fdae.metrics.utils.to_builtin`.
@@ -267,7 +269,8 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
         "encode_convention": "encode(torch float (n, C, 64, 64) in [-1, 1]) -> (n, d)",
     }
     if "dci" in names:
-        settings["dci_gbt"] = {"learning_rate": dci_learning_rate, "n_estimators": 100, "random_state": seed}
+        settings["dci_gbt"] = {"learning_rate": dci_learning_rate, "n_estimators": 100, "random_state": seed,
+                               "mode": dci_mode}
     if protocol == "dlib":
         settings.update({"num_bins": num_bins, "sap_continuous_factors": False})
     if "factor_vae" in names:
@@ -337,7 +340,8 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
             t0 = time.perf_counter()
             if protocol == "dlib":
                 if name == "dci":
-                    out = dci_arrays(ctr, ftr, cte, fte, random_state=seed, learning_rate=dci_learning_rate, n_jobs=n_jobs)
+                    out = dci_arrays(ctr, ftr, cte, fte, random_state=seed, learning_rate=dci_learning_rate,
+                                     n_jobs=n_jobs, mode=dci_mode)
                 elif name == "mig":
                     out = mig_arrays(ctr, ftr, num_bins=num_bins)
                 elif name == "sap":
@@ -351,7 +355,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
                     check_codes(ctr, "codes", min_samples=2)
                     pca = GroupPCA(g, per).fit(ctr)
                     out = dci_arrays(pca.transform(ctr), ftr, pca.transform(cte), fte, random_state=seed,
-                                     learning_rate=dci_learning_rate, n_jobs=n_jobs)
+                                     learning_rate=dci_learning_rate, n_jobs=n_jobs, mode=dci_mode)
                 else:  # mig
                     out = paper_mig(ctr, ftr, g, per, kmeans_clusters, kmeans_random_state, num_bins)
         elif name == "factor_vae":

@@ -1,0 +1,190 @@
+"""Run a study's cells: K at a time on this machine, or as Slurm jobs through submitit.
+
+Stop it any time (Ctrl-C, a killed job, a lost node) and start it again: cells with
+results are skipped, cells with checkpoints resume, failed cells are reported with their
+log and run again only with `retry_failed`. Progress lines say how many cells are done,
+running and failed, and an ETA from the cells finished in this invocation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from fdae.errors import FdaeError
+from fdae.study.cell import FAILED, INTERRUPTED, RESULTS, write_spec
+from fdae.study.spec import Cell, Study
+
+
+@dataclass
+class Status:
+    done: list[Cell]
+    failed: list[Cell]
+    todo: list[Cell]
+
+    def line(self, running: int = 0, eta_s: float | None = None) -> str:
+        total = len(self.done) + len(self.failed) + len(self.todo)
+        eta = "" if eta_s is None else f", ETA {_duration(eta_s)}"
+        return (f"{len(self.done)}/{total} done, {running} running, {len(self.failed)} failed, "
+                f"{len(self.todo) - running} waiting{eta}")
+
+
+def _duration(seconds: float) -> str:
+    m = int(round(seconds / 60))
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+def status(study: Study) -> Status:
+    done, failed, todo = [], [], []
+    for cell in study.cells():
+        d = study.cell_dir(cell)
+        if (d / RESULTS).is_file():
+            done.append(cell)
+        elif (d / FAILED).is_file():
+            failed.append(cell)
+        else:
+            todo.append(cell)
+    return Status(done, failed, todo)
+
+
+def _eval_settings(study: Study) -> dict:
+    return dict(study.eval)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # pragma: no cover - a broken CUDA install: run on CPU
+        return 0
+
+
+def run_study(study: Study, *, jobs: int | None = None, retry_failed: bool = False, launcher: str | None = None,
+              say: Callable[[str], None] = print, poll_s: float = 2.0) -> Status:
+    """Run every unfinished cell; returns the final status."""
+    st = status(study)
+    if st.failed:
+        for cell in st.failed:
+            say(f"failed before: {cell.key} (log: {study.cell_dir(cell) / 'log.txt'})")
+        if retry_failed:
+            for cell in st.failed:
+                (study.cell_dir(cell) / FAILED).unlink(missing_ok=True)
+            st = status(study)
+        else:
+            say("pass --retry-failed to run the failed cells again")
+    kind = launcher or study.launcher.get("kind", "local")
+    say(f"study {study.name}: {len(study.cells())} cells in {study.out}; " + st.line())
+    if not st.todo:
+        return st
+    if kind == "slurm":
+        _run_slurm(study, st, say)
+    else:
+        _run_local(study, st, jobs, say, poll_s)
+    final = status(study)
+    say(f"study {study.name}: " + final.line())
+    for cell in final.failed:
+        say(f"failed: {cell.key} (log: {study.cell_dir(cell) / 'log.txt'})")
+    return final
+
+
+def _run_local(study: Study, st: Status, jobs: int | None, say, poll_s: float) -> None:
+    from fdae.cli import python_module_command
+
+    gpus = _gpu_count()
+    k = int(jobs or study.launcher.get("jobs") or max(1, gpus))
+    threads = str(study.launcher.get("threads", 1))
+    slots = list(range(k))
+    queue = list(st.todo)
+    running: dict[int, tuple[subprocess.Popen, Cell, float]] = {}
+    durations: list[float] = []
+    done, failed = len(st.done), len(st.failed)
+    last_line = 0.0
+    try:
+        while queue or running:
+            while queue and slots:
+                slot, cell = slots.pop(0), queue.pop(0)
+                cell_dir = study.cell_dir(cell)
+                cell_dir.mkdir(parents=True, exist_ok=True)
+                device = "cuda" if gpus else "cpu"
+                spec = write_spec(cell_dir, cell.to_dict(), _eval_settings(study), device)
+                argv, env = python_module_command("fdae.study.cell", str(spec))
+                env["OMP_NUM_THREADS"] = threads
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                with open(cell_dir / "log.txt", "ab") as log:
+                    # its own session: a Ctrl-C reaches the runner only, which stops the cells
+                    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+                running[slot] = (proc, cell, time.time())
+            time.sleep(poll_s)
+            for slot, (proc, cell, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[slot]
+                slots.append(slot)
+                if (study.cell_dir(cell) / RESULTS).is_file():
+                    done += 1
+                    durations.append(time.time() - start)
+                elif proc.returncode == INTERRUPTED:
+                    say(f"interrupted: {cell.key} (it resumes when the study is started again)")
+                else:
+                    failed += 1
+                    say(f"failed: {cell.key} (exit {proc.returncode}; log: {study.cell_dir(cell) / 'log.txt'})")
+            if time.time() - last_line > 30 or not (queue or running):
+                eta = None
+                if durations:  # the mean cell so far, for the waiting cells and the rest of the running ones
+                    mean = sum(durations) / len(durations)
+                    left = sum(max(0.0, mean - (time.time() - start)) for _, _, start in running.values())
+                    eta = (len(queue) * mean + left) / k
+                total = len(st.done) + len(st.failed) + len(st.todo)
+                say(f"{done}/{total} done, {len(running)} running, {failed} failed, {len(queue)} waiting"
+                    + ("" if eta is None else f", ETA {_duration(eta)}"))
+                last_line = time.time()
+    except KeyboardInterrupt:
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+        say("stopped; run the same command again to finish the study (finished cells are kept, "
+            "interrupted ones resume from their checkpoints)")
+        raise
+
+
+def _run_slurm(study: Study, st: Status, say) -> None:
+    """One Slurm job per cell through submitit; waits for them and reports."""
+    try:
+        import submitit
+    except ImportError:
+        raise FdaeError("the Slurm launcher needs submitit: pip install submitit (or pip install fdae[slurm])") from None
+    from fdae.study.cell import CellJob
+
+    opts = study.launcher
+    folder = study.out / "slurm" / "%j"
+    # cluster: None picks Slurm where sbatch exists; "local" runs the same job machinery
+    # (pickled calls, job folders, logs) as local processes (the tests use it).
+    executor = submitit.AutoExecutor(folder=folder, cluster=opts.get("cluster"))
+    gpus = int(opts.get("gpus_per_job", 1))
+    params = {"timeout_min": int(opts.get("time_min", 60)), "cpus_per_task": int(opts.get("cpus_per_task", 4)),
+              "name": f"fdae-{study.name}", "mem_gb": opts.get("mem_gb"),
+              "slurm_partition": opts.get("partition"), "slurm_gpus_per_node": gpus or None,
+              "slurm_additional_parameters": dict(opts.get("slurm_extra") or {})}
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    device = "cuda" if executor.cluster == "slurm" and int(opts.get("gpus_per_job", 1)) > 0 else "cpu"
+    jobs = []
+    for cell in st.todo:
+        cell_dir = study.cell_dir(cell)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        spec = write_spec(cell_dir, cell.to_dict(), _eval_settings(study), device)
+        job = executor.submit(CellJob(), str(spec))
+        (cell_dir / "slurm_job.txt").write_text(f"{job.job_id}\n")
+        jobs.append((cell, job))
+    say(f"submitted {len(jobs)} jobs ({executor.cluster}); logs in {study.out / 'slurm'}")
+    for cell, job in jobs:
+        try:
+            job.result()
+        except Exception as err:  # the job's own failed.json names the error; say where its log is
+            say(f"failed: {cell.key} ({type(err).__name__}; job log: {job.paths.stderr})")
