@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--num-train", type=int, default=1000)
     ap.add_argument("--num-test", type=int, default=500)
     ap.add_argument("--every", type=int, default=1, help="use every k-th run only")
+    ap.add_argument("--match", default="", help="only runs whose cell name contains this text")
     ap.add_argument("--out", default=None, help="JSON file for the rows")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -47,7 +48,8 @@ def main() -> None:
     print(f"sizes {args.num_train} / {args.num_test}; one thread\n"
           "| run | codes | D exact | D fast | abs diff | C exact | C fast | exact s | fast s | speed-up |\n"
           "|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for run in runs_of(args.paths)[:: args.every]:
+    runs = [r for r in runs_of(args.paths) if args.match in str(r)]
+    for run in runs[:: args.every]:
         loaded = load_run(run, device="cpu")
         enc = as_encoder(loaded.method.encode, "cpu")
         rs = np.random.RandomState(0)

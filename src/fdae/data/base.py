@@ -100,6 +100,15 @@ class GroundTruthDataset(abc.ABC):
             )
         return f
 
+    def factor_tensor(self, factors: Any, device: Any = None, check: bool = True) -> torch.Tensor:
+        """(n, k) int64 factors on `device` (default: where they are). Checked, unless
+        `check=False` for a tensor the dataset drew itself (`sample_batch`'s fast path)."""
+        if isinstance(factors, torch.Tensor) and not check:
+            f = factors
+        else:
+            f = torch.from_numpy(self.check_factors(factors)).reshape(-1, self.num_factors)
+        return f.to(torch.device(device) if device is not None else f.device)
+
     # ----------------------------------------------------------------- sampling
     def sample_factors(self, n: int, random_state: np.random.RandomState) -> np.ndarray:
         """(n, k) int64 factors, drawn column by column as disentanglement_lib does."""

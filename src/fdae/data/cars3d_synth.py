@@ -298,12 +298,7 @@ class Cars3DSynth(GroundTruthDataset):
         table().render_all(progress)
 
     def images_uint8(self, factors: Any, device: Any = None, check: bool = True) -> torch.Tensor:
-        if isinstance(factors, torch.Tensor) and not check:
-            f = factors
-        else:
-            f = torch.from_numpy(self.check_factors(factors)).reshape(-1, 3)
-        device = torch.device(device) if device is not None else f.device
-        f = f.to(device)
+        f = self.factor_tensor(factors, device, check)
         return table().rows((f[:, 0] * 24 + f[:, 1]) * NUM_CARS + f[:, 2])
 
     def sample_batch(self, batch_size: int, generator: torch.Generator, device: Any = None):

@@ -86,12 +86,8 @@ class DSpritesSynth(GroundTruthDataset):
                 "posX": POSITIONS, "posY": POSITIONS}
 
     def images_uint8(self, factors: Any, device: Any = None, check: bool = True) -> torch.Tensor:
-        if isinstance(factors, torch.Tensor) and not check:
-            f = factors
-        else:
-            f = torch.from_numpy(self.check_factors(factors)).reshape(-1, 5)
-        device = torch.device(device) if device is not None else f.device
-        f = f.to(device)
+        f = self.factor_tensor(factors, device, check)
+        device = f.device
         stamps = stamps_on(device).reshape(-1, CANVAS, CANVAS)
         # every 64x64 window of every stamp, as a view (no copy): (720, 33, 33, 64, 64)
         windows = stamps.unfold(1, IMAGE_SIZE, 1).unfold(2, IMAGE_SIZE, 1)

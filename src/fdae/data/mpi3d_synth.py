@@ -398,12 +398,8 @@ class MPI3DSynth(GroundTruthDataset):
         r.obj.render_all(progress)
 
     def images_uint8(self, factors: Any, device: Any = None, check: bool = True) -> torch.Tensor:
-        if isinstance(factors, torch.Tensor) and not check:
-            f = factors
-        else:
-            f = torch.from_numpy(self.check_factors(factors)).reshape(-1, 7)
-        device = torch.device(device) if device is not None else f.device
-        f = f.to(device)
+        f = self.factor_tensor(factors, device, check)
+        device = f.device
         r = renderer()
         stage, obj_rgb, arm_rgb, window_origin, offsets = r.tables(device)
         view = (f[:, 3] * 40 + f[:, 5]) * 40 + f[:, 6]

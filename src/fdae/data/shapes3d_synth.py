@@ -186,13 +186,8 @@ class Shapes3DSynth(GroundTruthDataset):
         return self._on[key]
 
     def images_uint8(self, factors: Any, device: Any = None, check: bool = True) -> torch.Tensor:
-        if isinstance(factors, torch.Tensor) and not check:
-            f = factors
-        else:
-            f = torch.from_numpy(self.check_factors(factors)).reshape(-1, 6)
-        device = torch.device(device) if device is not None else f.device
-        f = f.to(device)
-        geom, palette, bg = self._tables(device)
+        f = self.factor_tensor(factors, device, check)
+        geom, palette, bg = self._tables(f.device)
         g = (f[:, 3] * 4 + f[:, 4]) * 15 + f[:, 5]
         w = geom[g]  # (n, 4, HW)
         img = w[:, 3:4] * bg[None, :, None]
