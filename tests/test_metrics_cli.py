@@ -154,3 +154,15 @@ def test_cli_paper_protocol_gives_the_eg_ablation_18_dims(synth, tmp_path, monke
     assert res["groups"] == [["content_0", 80]]
     assert res["settings"]["paper"]["reduced_dims"] == [18]
     assert res["settings"]["paper"]["dims_rule"] == "36 // (2 x 1 concepts)"
+
+
+def test_cli_fast_dci_is_named_in_the_results(synth, tmp_path, capsys):
+    out = tmp_path / "fast.json"
+    args = parser().parse_args(["eval", "oracle", "--metrics", "dci", "--dci", "fast", "--num-train", "300",
+                                "--num-test", "100", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert args.func(args) == 0
+    res = json.loads(out.read_text())
+    assert res["metrics"]["dci"]["mode"] == "fast" and res["settings"]["dci_gbt"]["mode"] == "fast"
+    assert res["metrics"]["dci"]["disentanglement"] > 0.9  # the oracle: one code per factor
+    default = parser().parse_args(["eval", "oracle"])
+    assert default.dci == "exact"

@@ -391,7 +391,8 @@ def run(args: argparse.Namespace) -> int:
         out = os.path.join(run_dir, "eval_results", f"step_{step:08d}-{args.protocol}-seed{args.seed}.json")
     key = {"representation": description, "dataset": getattr(dataset, "name", None), "data_root": args.data_root,
            "protocol": args.protocol, "seed": args.seed, "num_train": args.num_train, "num_test": args.num_test,
-           "votes_train": args.votes_train, "votes_eval": args.votes_eval, "vote_batch_size": args.vote_batch_size}
+           "votes_train": args.votes_train, "votes_eval": args.votes_eval, "vote_batch_size": args.vote_batch_size,
+           "dci_mode": args.dci}
     partial = PartialResults(out, key, reusable=run_dir is not None, explicit=args.out is not None, say=say)
     todo = [m for m in names if m not in partial.done()]
     if partial.done():
@@ -407,6 +408,7 @@ def run(args: argparse.Namespace) -> int:
             random_state=args.seed, groups=groups, num_train=args.num_train, num_test=args.num_test,
             num_votes_train=args.votes_train, num_votes_eval=args.votes_eval, vote_batch_size=args.vote_batch_size,
             device=device, n_jobs=args.jobs, progress=say, encode_batch_size=args.encode_batch_size,
+            dci_mode=args.dci,
             on_metric=lambda metric, so_far: partial.save(so_far, complete=False),
             concepts=getattr(encode, "paper_concepts", None),
         ) if todo else {k: v for k, v in partial.previous.items() if k not in ("complete", "key")}
@@ -551,6 +553,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="parallel classifier fits (default: all CPU cores)")
     p.add_argument("--out", default=None, help="write the full result as JSON here")
     p.add_argument("--plot", default=None, help="write DCI's importance matrix as a heatmap PNG here")
+    p.add_argument("--dci", choices=("exact", "fast"), default="exact",
+                   help="DCI's classifiers: exact (disentanglement_lib's boosted trees, the default) or fast "
+                        "(histogram boosting; for large sets, see BENCHMARKS.md 'Fast DCI'); recorded in the results")
     p.add_argument("--probe", choices=("linear",), default=None,
                    help="linear: probe the labels.csv attributes of an image folder with a linear classifier on "
                         "the PCA'd content codes (mean held-out accuracy) instead of the metrics")
