@@ -45,7 +45,6 @@ class Row:
     method: str
     dataset: str
     values: dict[str, list[float]] = field(default_factory=dict)  # metric -> one value per seed
-    seeds: list[int] = field(default_factory=list)
 
     def mean_std(self, metric: str) -> tuple[float, float] | None:
         v = self.values.get(metric)
@@ -90,7 +89,6 @@ def collect(study: Study) -> Report:
         if label not in methods:
             methods.append(label)
         row = rows.setdefault((label, cell.dataset), Row(label, cell.dataset))
-        row.seeds.append(cell.seed)
         for metric, key in METRICS.items():
             if key in res["scores"]:
                 row.values.setdefault(metric, []).append(float(res["scores"][key]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from fdae.errors import FdaeError
@@ -25,11 +24,14 @@ class Status:
     failed: list[Cell]
     todo: list[Cell]
 
-    def line(self, running: int = 0, eta_s: float | None = None) -> str:
+    def line(self) -> str:
         total = len(self.done) + len(self.failed) + len(self.todo)
-        eta = "" if eta_s is None else f", ETA {_duration(eta_s)}"
-        return (f"{len(self.done)}/{total} done, {running} running, {len(self.failed)} failed, "
-                f"{len(self.todo) - running} waiting{eta}")
+        return progress_line(len(self.done), total, 0, len(self.failed), len(self.todo))
+
+
+def progress_line(done: int, total: int, running: int, failed: int, waiting: int, eta_s: float | None = None) -> str:
+    eta = "" if eta_s is None else f", ETA {_duration(eta_s)}"
+    return f"{done}/{total} done, {running} running, {failed} failed, {waiting} waiting{eta}"
 
 
 def _duration(seconds: float) -> str:
@@ -48,10 +50,6 @@ def status(study: Study) -> Status:
         else:
             todo.append(cell)
     return Status(done, failed, todo)
-
-
-def _eval_settings(study: Study) -> dict:
-    return dict(study.eval)
 
 
 def _gpu_count() -> int:
@@ -110,7 +108,7 @@ def _run_local(study: Study, st: Status, jobs: int | None, say, poll_s: float) -
                 cell_dir = study.cell_dir(cell)
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 device = "cuda" if gpus else "cpu"
-                spec = write_spec(cell_dir, cell.to_dict(), _eval_settings(study), device)
+                spec = write_spec(cell_dir, cell.to_dict(), dict(study.eval), device)
                 argv, env = python_module_command("fdae.study.cell", str(spec))
                 env["OMP_NUM_THREADS"] = threads
                 if gpus:
@@ -141,8 +139,7 @@ def _run_local(study: Study, st: Status, jobs: int | None, say, poll_s: float) -
                     left = sum(max(0.0, mean - (time.time() - start)) for _, _, start in running.values())
                     eta = (len(queue) * mean + left) / k
                 total = len(st.done) + len(st.failed) + len(st.todo)
-                say(f"{done}/{total} done, {len(running)} running, {failed} failed, {len(queue)} waiting"
-                    + ("" if eta is None else f", ETA {_duration(eta)}"))
+                say(progress_line(done, total, len(running), failed, len(queue), eta))
                 last_line = time.time()
     except KeyboardInterrupt:
         for proc, _, _ in running.values():
@@ -178,7 +175,7 @@ def _run_slurm(study: Study, st: Status, say) -> None:
     for cell in st.todo:
         cell_dir = study.cell_dir(cell)
         cell_dir.mkdir(parents=True, exist_ok=True)
-        spec = write_spec(cell_dir, cell.to_dict(), _eval_settings(study), device)
+        spec = write_spec(cell_dir, cell.to_dict(), dict(study.eval), device)
         job = executor.submit(CellJob(), str(spec))
         (cell_dir / "slurm_job.txt").write_text(f"{job.job_id}\n")
         jobs.append((cell, job))

@@ -1,0 +1,46 @@
+"""Does Diff-AE's code hold factor information after N CPU steps? Linear-probe accuracy
+(`fdae.metrics.probe`, mean over factors, 1,500 images) of the tiny Diff-AE preset at 32 px,
+untrained and trained, from the same seed (BENCHMARKS.md, "The CPU study").
+
+    .venv/bin/python benchmarks/diffae_probe.py 300 [key=value ...]   # e.g. edm.p_mean=1.0 optim.name=adam
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+from fdae.config import load_config
+from fdae.data import get_dataset
+from fdae.metrics.probe import linear_probe
+from fdae.train.checkpoint import load_run
+from fdae.train.loop import initial_method, train
+
+
+def probe_accuracy(method, dataset) -> float:
+    factors = dataset.sample_factors(1500, np.random.RandomState(0))
+    with torch.no_grad():
+        codes = np.concatenate([method.encode(dataset.images(factors[i : i + 250])).numpy()
+                                for i in range(0, 1500, 250)])
+    return linear_probe(codes, factors, groups=method.groups, random_state=0)["mean_accuracy"]
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    steps, extra = int(sys.argv[1]), sys.argv[2:]
+    cfg = load_config("diffae-tiny", [f"train.steps={steps}", "data.image_size=32", "train.device=cpu",
+                                      "train.ckpt_every=0", "train.image_every=0", "train.eval_every=0",
+                                      "train.ema_decay=0.99", *extra])
+    dataset = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
+    untrained = probe_accuracy(initial_method(cfg, dataset).eval(), dataset)
+    run = tempfile.mkdtemp() + "/run"
+    train(cfg, run, progress=False, tensorboard=False)
+    trained = probe_accuracy(load_run(run, device="cpu").method, dataset)
+    print(f"diffae-tiny {steps} steps {' '.join(extra)}: probe untrained {untrained:.3f}, trained {trained:.3f}")
+
+
+if __name__ == "__main__":
+    main()
