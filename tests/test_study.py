@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +93,50 @@ def test_slurm_path_through_submitits_local_executor(tmp_path):
     study = load_study(path)
     assert len(status(study).done) == 1
     assert list((study.out / "slurm").glob("*/*_submitted.pkl"))  # submitit's own job folders
+
+
+def test_slurm_restart_leaves_a_still_running_job_alone(tmp_path, capsys):
+    """Started again while an earlier invocation's job still runs a cell, the study waits for
+    that job instead of submitting the cell a second time."""
+    pytest.importorskip("submitit")
+    path = write_study(tmp_path, seeds=[0, 1], methods={"beta-vae": {"preset": "beta-vae-dsprites-synth"}},
+                       datasets={"dsprites-synth": ["data.name=dsprites-synth"]},
+                       launcher={"kind": "slurm", "cluster": "local", "time_min": 10, "gpus_per_job": 0,
+                                 "cpus_per_task": 1})
+    study = load_study(path)
+    from fdae.study.cell import write_spec
+
+    earlier = study.cells()[0]
+    d = study.cell_dir(earlier)
+    d.mkdir(parents=True)
+    spec = write_spec(d, earlier.to_dict(), dict(study.eval), "cpu")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), OMP_NUM_THREADS="1")
+    # the earlier job: the cell running in its own process, whose pid is the local cluster's job id
+    # it starts training only once the new invocation has submitted its jobs, so it is still
+    # running when the study looks at it, however slow the machine
+    go = tmp_path / "go"
+    script = f'while [ ! -e "{go}" ]; do sleep 0.05; done; exec "{sys.executable}" -m fdae.study.cell "{spec}"'
+    with open(d / "log.txt", "ab") as log:
+        proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT)
+    (d / "slurm_job.txt").write_text(f"{proc.pid}\n")
+
+    def release():
+        while not list((study.out / "slurm").glob("*/*_submitted.pkl")) and proc.poll() is None:
+            time.sleep(0.05)
+        go.touch()
+
+    threading.Thread(target=release, daemon=True).start()
+    try:
+        assert main(["study", str(path)]) == 0
+    finally:
+        go.touch()
+        proc.wait()
+    assert proc.returncode == 0
+    out = capsys.readouterr().out
+    assert len(status(study).done) == 2
+    assert "submitted 1 jobs" in out and f"still queued or running: {earlier.key}" in out
+    assert (d / "slurm_job.txt").read_text().strip() == str(proc.pid)  # its job was not replaced
+    assert len(list((study.out / "slurm").glob("*/*_submitted.pkl"))) == 1
 
 
 def test_a_failed_cell_is_reported_and_retried_on_request(tmp_path, capsys):

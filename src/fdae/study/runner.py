@@ -8,6 +8,7 @@ running and failed, and an ETA from the cells finished in this invocation.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def run_study(study: Study, *, jobs: int | None = None, retry_failed: bool = Fal
     if not st.todo:
         return st
     if kind == "slurm":
-        _run_slurm(study, st, say)
+        _run_slurm(study, st, say, poll_s)
     else:
         _run_local(study, st, jobs, say, poll_s)
     final = status(study)
@@ -151,7 +152,7 @@ def _run_local(study: Study, st: Status, jobs: int | None, say, poll_s: float) -
         raise
 
 
-def _run_slurm(study: Study, st: Status, say) -> None:
+def _run_slurm(study: Study, st: Status, say, poll_s: float) -> None:
     """One Slurm job per cell through submitit; waits for them and reports."""
     try:
         import submitit
@@ -171,17 +172,73 @@ def _run_slurm(study: Study, st: Status, say) -> None:
               "slurm_additional_parameters": dict(opts.get("slurm_extra") or {})}
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     device = "cuda" if executor.cluster == "slurm" and int(opts.get("gpus_per_job", 1)) > 0 else "cpu"
-    jobs = []
+    jobs, attached = [], []
     for cell in st.todo:
         cell_dir = study.cell_dir(cell)
+        earlier = _earlier_job(cell_dir, executor.cluster, folder)
+        if earlier is not None:  # submitted by an earlier invocation and still queued or running
+            attached.append((cell, earlier))
+            continue
         cell_dir.mkdir(parents=True, exist_ok=True)
         spec = write_spec(cell_dir, cell.to_dict(), dict(study.eval), device)
         job = executor.submit(CellJob(), str(spec))
-        (cell_dir / "slurm_job.txt").write_text(f"{job.job_id}\n")
+        (cell_dir / JOB_FILE).write_text(f"{job.job_id}\n")
         jobs.append((cell, job))
+    for cell, job_id in attached:
+        say(f"still queued or running: {cell.key} (job {job_id}); not submitted again")
     say(f"submitted {len(jobs)} jobs ({executor.cluster}); logs in {study.out / 'slurm'}")
     for cell, job in jobs:
         try:
             job.result()
         except Exception as err:  # the job's own failed.json names the error; say where its log is
             say(f"failed: {cell.key} ({type(err).__name__}; job log: {job.paths.stderr})")
+    for cell, job_id in attached:  # no job object to wait on across invocations: poll the scheduler
+        while _job_active(job_id, executor.cluster, folder) and not _cell_finished(study.cell_dir(cell)):
+            time.sleep(poll_s)
+
+
+JOB_FILE = "slurm_job.txt"
+# Slurm states in which a job may still run the cell (squeue/sacct names)
+_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
+           "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+
+
+def _cell_finished(cell_dir) -> bool:
+    return (cell_dir / RESULTS).is_file() or (cell_dir / FAILED).is_file()
+
+
+def _earlier_job(cell_dir, cluster: str, folder) -> str | None:
+    """The job id an earlier invocation submitted for this cell, if that job is still active."""
+    path = cell_dir / JOB_FILE
+    if not path.is_file():
+        return None
+    job_id = path.read_text().strip()
+    return job_id if job_id and _job_active(job_id, cluster, folder) else None
+
+
+def _job_active(job_id: str, cluster: str, folder) -> bool:
+    """Ask the scheduler whether a job from an earlier invocation is queued or running. With
+    submitit's local cluster the job id is the process id of the job."""
+    if cluster == "local":
+        try:
+            os.kill(int(job_id), 0)
+        except (ValueError, ProcessLookupError):
+            return False
+        except PermissionError:  # alive, owned by someone else: not ours any more
+            return False
+        return not _is_zombie(int(job_id))
+    import submitit
+
+    try:  # sacct through submitit's watcher; the folder is only where the job's logs would be
+        info = submitit.SlurmJob(folder=folder, job_id=job_id).get_info(mode="force")
+    except Exception:  # no answer from the scheduler: submit again rather than never run the cell
+        return False
+    return info.get("State", "").split(" ")[0] in _ACTIVE
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
