@@ -319,3 +319,34 @@ def test_paper_protocol_keeps_36_over_2n_dims_per_group_given_the_concepts():
     for bad in (0, 1.5, True):
         with pytest.raises(FdaeError, match="concepts"):
             evaluate(ds, wide_encoder(), groups=four, concepts=bad, **kw)
+
+
+def test_unit_pca_protocol_equals_dlib_on_the_units_pca_codes():
+    """unit-pca (DisDiff's and EncDiff's protocol): each unit reduced to one PCA dimension,
+    then the standard metrics. Units that each hold one factor along a direction reduce to
+    that factor (up to an affine map), so the metrics that do not see scale (MIG's
+    histograms, FactorVAE's normalised variances) equal dlib on the factors' codes."""
+    from fdae.data import get_dataset
+    from fdae.metrics.protocol import evaluate
+
+    ds = get_dataset("dsprites-synth", image_size=16)
+    dirs = np.random.RandomState(0).randn(3, 4)
+
+    def units(images, factors):  # 3 units of 4 dims: factor j+1 along direction j
+        f = factors[:, 1:4].astype(np.float64)
+        return np.concatenate([f[:, j:j + 1] * dirs[j] for j in range(3)], axis=1)
+
+    def plain(images, factors):
+        return factors[:, 1:4].astype(np.float64)
+
+    units.uses_factors = plain.uses_factors = True
+    kw = dict(metrics=["mig", "factor_vae"], num_train=300, num_test=100, num_votes_train=60, num_votes_eval=30)
+    got = evaluate(ds, units, protocol="unit-pca", groups=[("u0", 4), ("u1", 4), ("u2", 4)], **kw)
+    want = evaluate(ds, plain, protocol="dlib", **kw)
+    assert got["protocol"] == "unit-pca" and got["settings"]["unit_pca"]["units"] == 3 and got["code_dim"] == 12
+    assert got["settings"]["factor_vae"]["prune_threshold"] == 0.05
+    assert got["metrics"]["mig"]["mig"] == pytest.approx(want["metrics"]["mig"]["mig"], abs=1e-9)
+    assert got["metrics"]["factor_vae"]["eval_accuracy"] == want["metrics"]["factor_vae"]["eval_accuracy"]
+    assert want["metrics"]["mig"]["mig"] > 0.3  # the check is not vacuous
+    with pytest.raises(FdaeError, match="needs its groups"):
+        evaluate(ds, units, protocol="unit-pca", **kw)

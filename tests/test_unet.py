@@ -67,3 +67,61 @@ def test_overrides_and_unknown_preset():
 def test_no_resblock_updown_variant_runs():
     net = UNet(make_spec("tiny", resblock_updown=False))
     assert net(torch.randn(1, 3, 64, 64), torch.zeros(1)).shape == (1, 3, 64, 64)
+
+
+# --- condition tokens (cross-attention) and Skip Dropout ------------------------------------
+def test_cross_attention_reads_the_tokens_once_its_zero_projection_is_learned():
+    from fdae.diffusion.unet import Transformer
+
+    net = UNet(make_spec("tiny", image_size=32, context_dim=8)).eval()
+    blocks = [m for m in net.modules() if isinstance(m, Transformer)]
+    assert len(blocks) == 4  # at 16 px: one block down, two up; one in the middle
+    x, t = torch.randn(2, 3, 32, 32), torch.randn(2)
+    tokens, other = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    # as built, each block's output projection is zero: the block is the identity and the
+    # tokens cannot change anything (but the output conv must be non-zero to see it)
+    with torch.no_grad():
+        net.out[-1].weight.normal_(0, 0.05)
+        for b in blocks:
+            assert torch.count_nonzero(b.proj_out.weight) == 0
+    assert torch.equal(net(x, t, context=tokens), net(x, t, context=other))
+    _perturb_output(net)
+    a, b = net(x, t, context=tokens), net(x, t, context=other)
+    assert not torch.allclose(a, b)
+    # a set, not a sequence: the order of the tokens does not matter
+    assert torch.allclose(a, net(x, t, context=tokens[:, [3, 1, 4, 0, 2]]), atol=1e-5)
+    # the cross-attention alone: queries over keys/values projected from the tokens
+    att = blocks[0].cross_attn
+    q = torch.randn(2, 7, att.q.in_features)
+    assert not torch.allclose(att(q, tokens), att(q, other))
+    with pytest.raises(ValueError, match="context"):
+        net(x, t)
+
+
+def test_skip_dropout_is_identity_in_eval_and_drops_whole_channels_in_training():
+    from fdae.diffusion.unet import skip_dropout
+
+    spec = make_spec("tiny", image_size=32, latent_dim=4, skip_dropout=0.5)
+    net, plain = UNet(spec), UNet(make_spec("tiny", image_size=32, latent_dim=4))
+    plain.load_state_dict(net.state_dict())  # Skip Dropout adds no parameters
+    _perturb_output(net)
+    plain.load_state_dict(net.state_dict())
+    x, t, z = torch.randn(2, 3, 32, 32), torch.randn(2), torch.randn(2, 4)
+    net.eval(), plain.eval()
+    assert torch.equal(net(x, t, latent=z), plain(x, t, latent=z))
+    net.train(), plain.train()
+    assert not torch.allclose(net(x, t, latent=z), plain(x, t, latent=z))
+    # the two highest resolutions by default (32 and 16 px here): 4 of the 6 skips
+    assert net.skip_dropped == [False, False, True, True, True, True]
+    assert UNet(make_spec("tiny", image_size=32, skip_dropout=0.2, skip_dropout_resolutions=[8])).skip_dropped == [
+        True, True, False, False, False, False]
+    # keep rate 1 - p per (sample, channel), the kept ones scaled by 1 / (1 - p)
+    torch.manual_seed(0)
+    h = torch.ones(400, 50, 3, 3)
+    out = skip_dropout(h, 0.2)
+    per_channel = out[:, :, :1, :1].expand_as(out)
+    assert torch.equal(out, per_channel)  # one decision per (sample, channel)
+    assert out.unique().tolist() == pytest.approx([0.0, 1.25])
+    keep = (out[:, :, 0, 0] > 0).float().mean().item()
+    assert abs(keep - 0.8) < 0.01  # 20,000 draws: std 0.003
+    assert abs(out.mean().item() - 1.0) < 0.02

@@ -46,6 +46,10 @@ class UNetConfig:
     head_channels: int | None = None
     dropout: float | None = None
     resblock_updown: bool | None = None
+    # Skip Dropout (any diffusion method): p per (sample, channel) on the skips at these
+    # resolutions (null: the two highest), training only
+    skip_dropout: float | None = None
+    skip_dropout_resolutions: list[int] | None = None
 
 
 @dataclass
@@ -140,7 +144,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocol: str = "paper"  # paper | dlib
+    protocol: str = "paper"  # paper | dlib | unit-pca
     metrics: list[str] = field(default_factory=lambda: ["dci", "factor_vae", "mig"])
     num_train: int = 10_000
     num_test: int = 5_000
@@ -171,7 +175,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.name": ("radam", "adamw", "adam"),
     "train.precision": ("auto", "fp32", "bf16"),
     "train.dist_backend": ("auto", "nccl", "gloo"),
-    "eval.protocol": ("paper", "dlib"),
+    "eval.protocol": ("paper", "dlib", "unit-pca"),
 }
 
 
@@ -431,7 +435,8 @@ def validate(cfg: Config) -> Config:
                        ("unet.head_channels", u.head_channels)):
         if value is not None and not value >= 1:
             raise config_error(key, ">= 1 or null (null keeps the preset's)", value, f"set {key}=null or a positive integer")
-    for key, value in (("unet.channel_mult", u.channel_mult), ("unet.attn_resolutions", u.attn_resolutions)):
+    for key, value in (("unet.channel_mult", u.channel_mult), ("unet.attn_resolutions", u.attn_resolutions),
+                       ("unet.skip_dropout_resolutions", u.skip_dropout_resolutions)):
         if value is None:
             continue
         if key == "unet.channel_mult" and not value:
@@ -441,6 +446,9 @@ def validate(cfg: Config) -> Config:
                         "e.g. unet.channel_mult=[1,2,2] or unet.attn_resolutions=[16]")
     if u.dropout is not None and not 0.0 <= u.dropout < 1.0:
         raise config_error("unet.dropout", "in [0, 1) or null", u.dropout, "set unet.dropout=0")
+    if u.skip_dropout is not None and not 0.0 <= u.skip_dropout < 1.0:
+        raise config_error("unet.skip_dropout", "in [0, 1) or null", u.skip_dropout,
+                           "set unet.skip_dropout=0.2 (the paper's p) or 0 to turn it off")
     m.check()
     for key, value in (("optim.weight_decay", o.weight_decay),):
         if not value >= 0:

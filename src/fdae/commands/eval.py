@@ -218,6 +218,8 @@ def _code_labels(result: dict, n: int) -> list[str]:
     if groups:
         if result["protocol"] == "paper":
             dims = result["settings"].get("paper", {}).get("reduced_dims") or [s for _, s in groups]
+        elif result["protocol"] == "unit-pca":
+            dims = [1] * len(groups)
         else:
             dims = [s for _, s in groups]
         for (name, _), d in zip(groups, dims):
@@ -288,6 +290,8 @@ def images_to_encode(names: list[str], args: argparse.Namespace) -> int:
         total += votes_train + (votes_train + votes_eval) * args.vote_batch_size
     if "beta_vae" in names:
         total += 2 * (votes_train + votes_eval) * args.vote_batch_size
+    if getattr(args, "protocol", None) == "unit-pca":  # the per-unit PCA's own fit set
+        total += args.num_train
     return total
 
 
@@ -528,8 +532,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="dataset name (default: a run's own dataset; shapes3d-synth, procedural, for oracle/random)")
     p.add_argument("--data-root", default=None, help="folder with the real dataset files")
-    p.add_argument("--protocol", choices=("dlib", "paper"), default=None,
-                   help="dlib: the standard disentanglement_lib protocol; paper: FDAE's published protocol "
+    p.add_argument("--protocol", choices=("dlib", "paper", "unit-pca"), default=None,
+                   help="dlib: the standard disentanglement_lib protocol; paper: FDAE's published protocol; "
+                        "unit-pca: DisDiff's and EncDiff's (each unit reduced to one PCA dimension, then dlib) "
                         "(default: a run's eval.protocol, else dlib)")
     p.add_argument("--metrics", default=None,
                    help="comma-separated subset of dci,mig,sap,modularity,factor_vae,beta_vae (default: a run's "

@@ -1,11 +1,17 @@
 """The one U-Net of fdae (ADM / guided-diffusion layout), configurable by presets.
 
-Two ways to condition it, chosen per method:
+Three ways to condition it, chosen per method:
   * a spatial map added after the input convolution (FDAE: `h = conv0(x) + cond_map`,
     then a second convolution widens to the base channels);
   * a vector latent that scales each ResBlock's normalised features (Diff-AE's
-    adaptive group norm: `h = GN(h) * (1 + s(z))`).
+    adaptive group norm: `h = GN(h) * (1 + s(z))`);
+  * a set of condition tokens (B, N, context_dim) read by cross-attention (EncDiff, the
+    LDM layout): with `context_dim > 0` the attention at `attn_resolutions` and in the
+    middle becomes a transformer block (self-attention, cross-attention, feed-forward).
 The noise level enters every ResBlock additively through a sinusoidal embedding.
+
+Skip Dropout (the DyGA paper's plug-in) drops whole channels of the skip connections at
+the chosen resolutions in training, so the decoder has to rely on its conditioning.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ class UNetSpec:
     out_channels: int = 3
     cond_channels: int = 0  # spatial condition map channels (0: none)
     latent_dim: int = 0  # vector latent for AdaGN (0: none)
+    context_dim: int = 0  # width of cross-attention condition tokens (0: none)
+    skip_dropout: float = 0.0  # Skip Dropout probability p (0: off)
+    # resolutions whose skips are dropped; None: the two highest (the "high-resolution levels")
+    skip_dropout_resolutions: tuple[int, ...] | None = None
     time_scale: float = 1000.0  # the embedding sees time_scale * c_noise (official FDAE)
 
 
@@ -140,15 +150,79 @@ class Attention(nn.Module):
         return x + self.proj(a).transpose(1, 2).reshape(b, c, hgt, wid)
 
 
-class Level(nn.Module):
-    """A ResBlock optionally followed by attention (one U-Net 'block')."""
+def _heads_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
+    """Multi-head attention of queries (B, L, C) over keys/values (B, M, C) -> (B, L, C)."""
+    b, n, c = q.shape
+    split = lambda t: t.reshape(b, t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
+    a = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    return a.transpose(1, 2).reshape(b, n, c)
 
-    def __init__(self, res: ResBlock, attn: Attention | None):
+
+class CrossAttention(nn.Module):
+    """Attention of the pixels' tokens (queries) over a context; context None: self-attention."""
+
+    def __init__(self, ch: int, context_dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(ch, ch, bias=False)
+        self.k = nn.Linear(context_dim, ch, bias=False)
+        self.v = nn.Linear(context_dim, ch, bias=False)
+        self.out = nn.Linear(ch, ch)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        ctx = x if context is None else context.to(x.dtype)
+        return self.out(_heads_attention(self.q(x), self.k(ctx), self.v(ctx), self.heads))
+
+
+class Transformer(nn.Module):
+    """LDM's spatial transformer: x + proj_out(block(proj_in(GN(x)))) where the block is
+    self-attention, cross-attention to the condition tokens and a GEGLU feed-forward, each
+    pre-LayerNorm and residual. proj_out starts at zero, so a new block is the identity
+    and the tokens' influence is learned."""
+
+    def __init__(self, ch: int, head_channels: int, context_dim: int):
+        super().__init__()
+        heads = max(1, ch // head_channels)
+        self.norm = _norm(ch)
+        self.proj_in = nn.Linear(ch, ch)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(ch), nn.LayerNorm(ch), nn.LayerNorm(ch)
+        self.self_attn = CrossAttention(ch, ch, heads)
+        self.cross_attn = CrossAttention(ch, context_dim, heads)
+        self.ff_in = nn.Linear(ch, 8 * ch)  # GEGLU: value and gate, 4x wide each
+        self.ff_out = nn.Linear(4 * ch, ch)
+        self.proj_out = _zero(nn.Linear(ch, ch))
+
+    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if context is None:
+            raise ValueError("this U-Net was built with context_dim > 0 and needs condition tokens (context)")
+        b, c, hgt, wid = x.shape
+        t = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))  # B, L, C
+        t = t + self.self_attn(self.norm1(t))
+        t = t + self.cross_attn(self.norm2(t), context)
+        value, gate = self.ff_in(self.norm3(t)).chunk(2, dim=-1)
+        t = t + self.ff_out(value * F.gelu(gate))
+        return x + self.proj_out(t).transpose(1, 2).reshape(b, c, hgt, wid)
+
+
+def skip_dropout(h: Tensor, p: float) -> Tensor:
+    """Skip Dropout: one Bernoulli(1 - p) keep decision per (sample, channel), kept channels
+    scaled by 1 / (1 - p) so the expectation is unchanged. Draws from the global RNG
+    (checkpointed with the run, so resume stays exact)."""
+    keep = torch.empty(h.shape[0], h.shape[1], 1, 1, device=h.device, dtype=h.dtype).bernoulli_(1.0 - p)
+    return h * keep / (1.0 - p)
+
+
+class Level(nn.Module):
+    """A ResBlock optionally followed by attention or a transformer (one U-Net 'block')."""
+
+    def __init__(self, res: ResBlock, attn: Attention | Transformer | None):
         super().__init__()
         self.res, self.attn = res, attn
 
-    def forward(self, x: Tensor, emb: Tensor, z: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, z: Tensor | None, context: Tensor | None = None) -> Tensor:
         x = self.res(x, emb, z)
+        if isinstance(self.attn, Transformer):
+            return self.attn(x, context)
         return self.attn(x) if self.attn is not None else x
 
 
@@ -171,27 +245,38 @@ class UNet(nn.Module):
             self.conv_cond = None
             self.conv_in = nn.Conv2d(spec.in_channels, ch, 3, padding=1)
 
+        def attention(c: int) -> Attention | Transformer:
+            if spec.context_dim:
+                return Transformer(c, spec.head_channels, spec.context_dim)
+            return Attention(c, spec.head_channels)
+
         def level(cin: int, cout: int, res: int, **kw) -> Level:
-            attn = Attention(cout, spec.head_channels) if res in spec.attn_resolutions and not kw else None
+            attn = attention(cout) if res in spec.attn_resolutions and not kw else None
             return Level(ResBlock(cin, cout, emb_dim, spec.dropout, zdim, **kw), attn)
 
         self.down = nn.ModuleList()
         skips = [ch]
+        skip_res = [spec.image_size]
         cur, res = ch, spec.image_size
         for i, mult in enumerate(spec.channel_mult):
             for _ in range(spec.num_blocks):
                 self.down.append(level(cur, ch * mult, res))
                 cur = ch * mult
                 skips.append(cur)
+                skip_res.append(res)
             if i != len(spec.channel_mult) - 1:
                 self.down.append(level(cur, cur, res, down=True) if spec.resblock_updown
                                  else Level(_Downsample(cur), None))
                 res //= 2
                 skips.append(cur)
+                skip_res.append(res)
         self.mid = nn.ModuleList([
-            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim), Attention(cur, spec.head_channels)),
+            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim), attention(cur)),
             Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim), None),
         ])
+        # which skip, in the order the decoder takes them, Skip Dropout drops
+        dropped = skip_dropout_resolutions(spec)
+        self.skip_dropped = [r in dropped for r in reversed(skip_res)] if spec.skip_dropout else []
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleDict()
         for i, mult in reversed(list(enumerate(spec.channel_mult))):
@@ -206,8 +291,10 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(cur), nn.SiLU(), _zero(nn.Conv2d(cur, spec.out_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, noise_labels: Tensor, cond_map: Tensor | None = None,
-                latent: Tensor | None = None) -> Tensor:
-        """x: c_in-scaled noisy image; noise_labels: c_noise per sample."""
+                latent: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+        """x: c_in-scaled noisy image; noise_labels: c_noise per sample; the conditioning
+        the U-Net was built for: cond_map (B, cond_channels, H, W), latent (B, latent_dim)
+        or context tokens (B, N, context_dim)."""
         # Each ResBlock projects SiLU(emb) (ADM's emb_layers = SiLU, Linear): applied once here.
         emb = F.silu(self.time_embed(timestep_embedding(noise_labels * self.spec.time_scale, self.spec.channels).to(x.dtype)))
         z = None
@@ -224,16 +311,28 @@ class UNet(nn.Module):
             h = self.conv_in(x)
         hs = [h]
         for blk in self.down:
-            h = blk(h, emb, z)
+            h = blk(h, emb, z, context)
             hs.append(h)
         for blk in self.mid:
-            h = blk(h, emb, z)
+            h = blk(h, emb, z, context)
+        drop = self.training and self.spec.skip_dropout > 0
         for k, blk in enumerate(self.up):
-            h = blk(torch.cat([h, hs.pop()], dim=1), emb, z)
+            skip = hs.pop()
+            if drop and self.skip_dropped[k]:
+                skip = skip_dropout(skip, self.spec.skip_dropout)
+            h = blk(torch.cat([h, skip], dim=1), emb, z, context)
             up = self.upsample[str(k)] if str(k) in self.upsample else None
             if up is not None:
-                h = up(h, emb, z)
+                h = up(h, emb, z, context)
         return self.out(h)
+
+
+def skip_dropout_resolutions(spec: UNetSpec) -> tuple[int, ...]:
+    """The resolutions whose skips Skip Dropout drops: as given, or the two highest
+    (EncDiff's 16 and 8 px skips of its 16 px latent: half of them)."""
+    if spec.skip_dropout_resolutions is not None:
+        return tuple(spec.skip_dropout_resolutions)
+    return (spec.image_size, spec.image_size // 2)
 
 
 class _Downsample(nn.Module):
@@ -241,7 +340,7 @@ class _Downsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
 
-    def forward(self, x: Tensor, emb: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor | None = None, z: Tensor | None = None, context=None) -> Tensor:
         return self.conv(x)
 
 
@@ -250,7 +349,7 @@ class _Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
-    def forward(self, x: Tensor, emb: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor | None = None, z: Tensor | None = None, context=None) -> Tensor:
         return self.conv(upsample_nearest2x(x))
 
 

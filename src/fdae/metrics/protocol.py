@@ -29,6 +29,12 @@ protocol="paper" (FDAE's published numbers, official code `evaluate_diffusion.py
   `model.groups`). Without groups the whole code is one group (a warning-free, named
   choice recorded in the result); MIG then fails, since it needs two groups.
 
+protocol="unit-pca" (DisDiff's and EncDiff's published numbers): each of the
+  representation's groups (a method's units: DisDiff's 6 x 32, EncDiff's 20 tokens) is
+  reduced by PCA to one dimension, fitted once on the `num_train` codes drawn from
+  `RandomState(seed)` (the standard sets' first draw); every metric of the dlib protocol
+  then runs, unchanged (FactorVAE prunes at 0.05), on the reduced codes.
+
 The returned dict records the protocol, the dataset, every setting and the groups, so
 a number is never separated from how it was obtained.
 """
@@ -51,9 +57,9 @@ from fdae.metrics.sampling import DEFAULT_ENCODE_BATCH, Encoder, generate_factor
 from fdae.metrics.sap import sap as sap_arrays
 from fdae.metrics.utils import check_codes, histogram_discretize
 
-PROTOCOLS = ("dlib", "paper")
+PROTOCOLS = ("dlib", "paper", "unit-pca")
 ALL_METRICS = ("dci", "mig", "sap", "modularity", "factor_vae", "beta_vae")
-PROTOCOL_METRICS = {"dlib": ALL_METRICS, "paper": ("dci", "factor_vae", "mig")}
+PROTOCOL_METRICS = {"dlib": ALL_METRICS, "paper": ("dci", "factor_vae", "mig"), "unit-pca": ALL_METRICS}
 
 
 # ------------------------------------------------------------------ groups and PCA
@@ -239,7 +245,8 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
     on_metric(name, result so far): called as each metric finishes (`fdae eval` saves
     what it has computed, so an interrupted evaluation loses nothing finished)."""
     if protocol not in PROTOCOLS:
-        raise FdaeError(f"unknown protocol {protocol!r}; choose 'dlib' (standard) or 'paper' (FDAE's published numbers).")
+        raise FdaeError(f"unknown protocol {protocol!r}; choose 'dlib' (standard), 'paper' (FDAE's published "
+                        "numbers) or 'unit-pca' (DisDiff's and EncDiff's: one PCA dimension per unit).")
     if getattr(dataset, "factor_sizes", None) is None:  # an image folder: its label grid, or a clear error
         from fdae.data.folder import as_ground_truth
 
@@ -259,7 +266,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
     votes_train = num_train if num_votes_train is None else int(num_votes_train)
     votes_eval = num_test if num_votes_eval is None else int(num_votes_eval)
     if prune_threshold is None:
-        prune_threshold = 0.05 if protocol == "dlib" else 0.0
+        prune_threshold = 0.0 if protocol == "paper" else 0.05
 
     settings: dict = {
         "seed": seed,
@@ -271,7 +278,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
     if "dci" in names:
         settings["dci_gbt"] = {"learning_rate": dci_learning_rate, "n_estimators": 100, "random_state": seed,
                                "mode": dci_mode}
-    if protocol == "dlib":
+    if protocol != "paper":
         settings.update({"num_bins": num_bins, "sap_continuous_factors": False})
     if "factor_vae" in names:
         settings["factor_vae"] = {
@@ -283,6 +290,20 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
 
     result: dict = {"protocol": protocol, "dataset": dataset_info(dataset), "settings": settings,
                     "groups": None, "metrics": {}, "seconds": {}}
+
+    if protocol == "unit-pca":
+        if groups is None:
+            raise FdaeError("the unit-pca protocol reduces each of the representation's units to one PCA "
+                            "dimension and needs its groups (methods expose `model.groups`); pass groups=")
+        g = normalize_groups(groups)
+        t = time.perf_counter()
+        say(f"fitting one PCA dimension per unit on {num_train} codes")
+        fit_codes, _ = generate_factor_code(dataset, encoder, num_train, np.random.RandomState(seed), batch_size)
+        encoder = _Reduced(encoder, GroupPCA(normalize_groups(g, fit_codes.shape[1]), 1).fit(fit_codes))
+        result["groups"] = [list(x) for x in g]
+        result["seconds"]["unit_pca_fit"] = time.perf_counter() - t
+        settings["unit_pca"] = {"dims_per_unit": 1, "units": len(g),
+                                "fit_on": "num_train codes from RandomState(seed), covariance ddof=1"}
 
     cache: dict = {}
     need_test = any(m in names for m in ("dci", "sap", "modularity"))
@@ -338,7 +359,7 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
         if name in ("dci", "mig", "sap", "modularity"):
             (ctr, ftr), (cte, fte) = standard_sets()
             t0 = time.perf_counter()
-            if protocol == "dlib":
+            if protocol != "paper":
                 if name == "dci":
                     out = dci_arrays(ctr, ftr, cte, fte, random_state=seed, learning_rate=dci_learning_rate,
                                      n_jobs=n_jobs, mode=dci_mode)
@@ -378,8 +399,20 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
             on_metric(name, result)
     if result["groups"] is None and groups is not None:
         result["groups"] = [list(x) for x in normalize_groups(groups)]
-    result["code_dim"] = encoder.dim
+    result["code_dim"] = getattr(encoder, "inner", encoder).dim
     return result
+
+
+class _Reduced:
+    """An encoder whose codes pass through a fitted GroupPCA (the unit-pca protocol)."""
+
+    def __init__(self, inner, pca: GroupPCA):
+        self.inner, self.pca = inner, pca
+        self.uses_factors, self.batch_size = inner.uses_factors, inner.batch_size
+        self.dim = sum(pca.out_dims)
+
+    def __call__(self, observations, factors: np.ndarray) -> np.ndarray:
+        return self.pca.transform(self.inner(observations, factors))
 
 
 def summary(result: dict) -> dict[str, float]:
