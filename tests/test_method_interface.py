@@ -36,7 +36,7 @@ def test_a_field_of_another_method_is_refused_by_name():
     assert "method.num_concepts" in msg and "fdae" in msg and "beta-vae" in msg and "beta" in msg
     with pytest.raises(FdaeError, match="no method has it"):
         load_config("shapes3d-tiny", ["method.bogus=1"])
-    with pytest.raises(FdaeError, match="choose one of fdae, diffae, beta-vae"):
+    with pytest.raises(FdaeError, match="choose one of fdae, diffae, encdiff, beta-vae"):
         load_config(None, ["method.name=vae"])
 
 

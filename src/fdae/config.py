@@ -71,6 +71,7 @@ class MethodConfig:
 METHODS: dict[str, str] = {
     "fdae": "fdae.methods.fdae:FDAE",
     "diffae": "fdae.methods.diffae:DiffAE",
+    "encdiff": "fdae.methods.encdiff:EncDiff",
     "beta-vae": "fdae.methods.vae.beta_vae:BetaVAE",
     "annealed-vae": "fdae.methods.vae.annealed_vae:AnnealedVAE",
     "beta-tcvae": "fdae.methods.vae.beta_tcvae:BetaTCVAE",
@@ -79,7 +80,7 @@ METHODS: dict[str, str] = {
     "dip-vae-ii": "fdae.methods.vae.dip_vae:DIPVAEII",
 }
 # Shared sections that only some methods read (the others refuse them).
-OPTIONAL_SECTIONS = ("unet", "edm")
+OPTIONAL_SECTIONS = ("unet", "edm", "dyga")
 
 
 def method_class(name: str) -> Any:
@@ -158,6 +159,38 @@ class EvalConfig:
 
 
 @dataclass
+class DygaConfig:
+    """Dynamic Gaussian Anchoring (`fdae.methods.dyga`), read by the methods whose
+    representation is made of units; off unless `dyga.enabled=true`."""
+
+    enabled: bool = False
+    every: int = 500  # steps between fits
+    num_samples: int = 2000  # encoded training images per fit
+    components: int = 8
+    max_components: int = 32
+    em_steps: int = 30
+    split_rounds: int = 3
+    split_distance: float = 0.5  # in the normalised space
+    min_mass: float = 10.0  # total responsibility below which a component is pruned
+    weight: float = 0.1  # lam's scale
+    reg: float = 1e-6  # added to every covariance's diagonal
+
+    def check(self) -> None:
+        for key in ("every", "num_samples", "components", "max_components", "em_steps"):
+            if not getattr(self, key) >= 1:
+                raise config_error(f"dyga.{key}", ">= 1", getattr(self, key), f"set dyga.{key} to a positive integer")
+        if self.max_components < self.components:
+            raise config_error("dyga.max_components", f">= dyga.components ({self.components})", self.max_components,
+                               "raise dyga.max_components or lower dyga.components")
+        if not 0.0 <= self.weight <= 1.0:
+            raise config_error("dyga.weight", "in [0, 1]", self.weight, "the paper's value is 0.1")
+        for key in ("split_rounds",):
+            if getattr(self, key) < 0:
+                raise config_error(f"dyga.{key}", ">= 0", getattr(self, key), f"set dyga.{key}=0 to turn it off")
+
+
+
+@dataclass
 class Config:
     name: str = "run"
     seed: int = 0
@@ -165,6 +198,7 @@ class Config:
     method: MethodConfig = field(default_factory=_default_method)
     unet: UNetConfig = field(default_factory=UNetConfig)
     edm: EDMConfig = field(default_factory=EDMConfig)
+    dyga: DygaConfig = field(default_factory=DygaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -330,7 +364,7 @@ def _build(data: dict[str, Any], saved: bool = False) -> Config:
         if section in data:
             keys = data[section]
             key = f"{section}.{next(iter(keys))}" if isinstance(keys, dict) and keys else section
-            what = {"unet": "U-Net", "edm": "diffusion schedule"}[section]
+            what = {"unet": "U-Net", "edm": "diffusion schedule", "dyga": "units to anchor"}[section]
             raise FdaeError(f"config key '{key}' does not apply to method {name}: it has no {what}. Remove the "
                             f"'{section}' section (only "
                             f"{', '.join(m for m in METHODS if section in method_config_class(m).SECTIONS)} "
@@ -450,6 +484,8 @@ def validate(cfg: Config) -> Config:
         raise config_error("unet.skip_dropout", "in [0, 1) or null", u.skip_dropout,
                            "set unet.skip_dropout=0.2 (the paper's p) or 0 to turn it off")
     m.check()
+    if "dyga" in type(m).SECTIONS:
+        cfg.dyga.check()
     for key, value in (("optim.weight_decay", o.weight_decay),):
         if not value >= 0:
             raise config_error(key, ">= 0", value, f"set {key}=0 to turn it off")

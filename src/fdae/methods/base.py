@@ -89,6 +89,12 @@ class Method(nn.Module):
         """Sub-modules that are not trained: no gradients, kept in eval mode."""
         return []
 
+    def periodic(self, step: int, draw_images, generator: torch.Generator) -> None:
+        """Work between optimizer steps (Dynamic Gaussian Anchoring's refits), called after
+        each step with the steps done so far, `draw_images(n)` (fresh training images) and
+        a generator seeded from (run seed, step), the same on every rank, so the result
+        is identical everywhere and after a resume. Default: nothing."""
+
     def freeze(self) -> None:
         for module in self.frozen_modules():
             module.requires_grad_(False)

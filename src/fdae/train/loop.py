@@ -59,6 +59,7 @@ from fdae.train.logging import RunLogger, flatten_numbers, read_jsonl, truncate_
 from fdae.train.optim import build_optimizer, is_fused, lr_at, set_lr
 from fdae.train.rng import DATA, NOISE, derive_seed, global_state, make_generator, seed_global, set_global_state
 
+PERIODIC = 5  # rng stream of a method's between-step work (one generator per step)
 INIT = 4  # rng stream for the model's initial weights (identical on every rank)
 
 
@@ -545,6 +546,15 @@ class _Trainer:
         self.acc_grad = self.acc_grad + torch.where(ok, norm.float(), torch.zeros_like(norm, dtype=torch.float32))
         self.step += 1
 
+    def _periodic(self) -> None:
+        """The method's between-step work, from a stream of its own per step."""
+        from fdae.methods.base import Method
+
+        if type(self.method).periodic is Method.periodic:  # nothing to do: no generator either
+            return
+        gen = make_generator(self.cfg.seed, self.step, PERIODIC, self.device)
+        self.method.periodic(self.step, lambda n: self.dataset.sample_batch(n, gen, self.device)[0], gen)
+
     # ------------------------------------------------------------------ logging
     def log(self, images_per_s: float) -> dict[str, Any]:
         keys = sorted(self.acc)
@@ -657,6 +667,7 @@ class _Trainer:
         try:
             while self.step < t.steps:
                 self.train_step()
+                self._periodic()
                 faults.pause_after_step(self.step)
                 if self.clock is not None:
                     self.clock.tick()
