@@ -403,12 +403,12 @@ def evaluate(dataset, encode: Callable, metrics=None, protocol: str = "dlib", ra
     return result
 
 
-class _Reduced:
+class _Reduced(Encoder):
     """An encoder whose codes pass through a fitted GroupPCA (the unit-pca protocol)."""
 
-    def __init__(self, inner, pca: GroupPCA):
+    def __init__(self, inner: Encoder, pca: GroupPCA):
+        super().__init__(inner.encode, inner.device, inner.batch_size)
         self.inner, self.pca = inner, pca
-        self.uses_factors, self.batch_size = inner.uses_factors, inner.batch_size
         self.dim = sum(pca.out_dims)
 
     def __call__(self, observations, factors: np.ndarray) -> np.ndarray:
