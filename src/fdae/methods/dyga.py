@@ -213,10 +213,21 @@ def anchor_weight(c: Tensor, cq: Tensor, weight: float) -> Tensor:
     return weight * torch.exp(-((c - cq) / (c + 1e-6)).abs().mean(-1, keepdim=True))
 
 
-def fit_every(anchors: GaussianAnchors, step: int, features_of: Callable[[int], Tensor],
-              generator: torch.Generator) -> bool:
-    """Fit at steps that are multiples of `every`; True when it did."""
-    if step % anchors.cfg.every:
+def refit_every(method: nn.Module, anchors: GaussianAnchors | None, step: int,
+                draw_images: Callable[[int], Tensor], generator: torch.Generator,
+                features_of: Callable[[Tensor], Tensor]) -> bool:
+    """A method's between-step hook: every `dyga.every` steps, refit `anchors` on the
+    un-anchored unit features (n, U, d) of `num_samples` fresh training images, computed in
+    eval mode (BatchNorm's running statistics are left alone). True when it fitted."""
+    if anchors is None or step % anchors.cfg.every:
         return False
-    anchors.fit(features_of(anchors.cfg.num_samples), generator)
+    was = method.training
+    method.eval()
+    try:
+        with torch.no_grad():
+            n = anchors.cfg.num_samples
+            feats = [features_of(draw_images(min(256, n - i))) for i in range(0, n, 256)]
+        anchors.fit(torch.cat(feats), generator)
+    finally:
+        method.train(was)
     return True

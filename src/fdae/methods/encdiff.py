@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from fdae.config import DygaConfig, EDMConfig, MethodConfig, config_error
 from fdae.diffusion.unet import UNet, UNetSpec
 from fdae.methods.base import DiffusionAutoencoder
-from fdae.methods.dyga import GaussianAnchors
+from fdae.methods.dyga import GaussianAnchors, refit_every
 from fdae.nn.unit_encoders import DisDiffTrunk, UnitMLPs, WideTrunk
 
 
@@ -113,17 +113,5 @@ class EncDiff(DiffusionAutoencoder):
 
     # --- Dynamic Gaussian Anchoring ---------------------------------------------------
     def periodic(self, step: int, draw_images: Callable[[int], Tensor], generator: torch.Generator) -> None:
-        """After each optimizer step: refit the anchors every `dyga.every` steps on the
-        un-anchored tokens of freshly drawn training images (eval mode, so BatchNorm's
-        running statistics are left alone)."""
-        if self.anchors is None or step % self.anchors.cfg.every:
-            return
-        was = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                n = self.anchors.cfg.num_samples
-                feats = [self.units(self.scalars(draw_images(min(256, n - i)))) for i in range(0, n, 256)]
-            self.anchors.fit(torch.cat(feats), generator)
-        finally:
-            self.train(was)
+        """Refit the anchors every `dyga.every` steps on the un-anchored tokens."""
+        refit_every(self, self.anchors, step, draw_images, generator, lambda x: self.units(self.scalars(x)))

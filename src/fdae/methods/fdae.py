@@ -20,6 +20,7 @@ from typing import ClassVar
 from fdae.config import EDMConfig, MethodConfig, config_error
 from fdae.diffusion.unet import UNet, UNetSpec
 from fdae.methods.base import DiffusionAutoencoder
+from fdae.methods.dyga import GaussianAnchors, refit_every
 from fdae.methods.losses import content_decorrelation_loss, mask_entropy_loss
 from fdae.nn.mask_decoder import MaskDecoder
 from fdae.nn.resnet import ResNet18
@@ -40,7 +41,7 @@ class FDAEConfig(MethodConfig):
     mask_entropy_weight: float = 1e-4
     encoder_width: int = 64  # ResNet-18 base width (64 = the standard trunk)
     mask_decoder_width: int = 384  # first mask-decoder width (Table 3: 384)
-    SECTIONS: ClassVar[tuple[str, ...]] = ("unet", "edm")
+    SECTIONS: ClassVar[tuple[str, ...]] = ("unet", "edm", "dyga")
 
     def check(self) -> None:
         for key in ("num_concepts", "content_dim", "mask_dim", "adjust_dim", "encoder_width"):
@@ -117,10 +118,18 @@ class FDAE(DiffusionAutoencoder):
     def unet_options(cls, method_cfg: FDAEConfig) -> dict[str, int]:
         return {"cond_channels": method_cfg.adjust_dim}
 
+    @classmethod
+    def build(cls, cfg: Any, in_channels: int, image_size: int) -> "FDAE":
+        model = super().build(cfg, in_channels, image_size)
+        if cfg.dyga.enabled:  # Dynamic Gaussian Anchoring of the N content codes
+            model.anchors = GaussianAnchors(cfg.method.num_concepts, cfg.method.content_dim, cfg.dyga)
+        return model
+
     def __init__(self, cfg: FDAEConfig, unet_spec: UNetSpec, edm_cfg: EDMConfig,
                  in_channels: int = 3, image_size: int = 64):
         super().__init__(edm_cfg)
         self.cfg = cfg
+        self.anchors: GaussianAnchors | None = None
         if not cfg.use_masks:  # the E+G ablation: no masks to draw or swap
             self.figures = ("reconstructions", "traversals")
         self.cmfnet = CMFNet(cfg, in_channels, image_size)
@@ -158,13 +167,23 @@ class FDAE(DiffusionAutoencoder):
         mask_codes = codes[:, n * dc:].reshape(-1, n, self.cfg.mask_dim) if self.cfg.use_masks else None
         return self.condition_from_codes(content, mask_codes)
 
+    def codes(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """CMFNet's content codes (anchored when DyGA is on) and mask codes."""
+        content, mask_codes = self.cmfnet.codes(images)
+        if self.anchors is not None:
+            content = self.anchors(content)
+        return content, mask_codes
+
     def representation(self, images: Tensor) -> Tensor:
         """Content codes then mask codes, without decoding masks (evaluation speed)."""
-        return _flatten_codes(*self.cmfnet.codes(images))
+        return _flatten_codes(*self.codes(images))
 
     def condition(self, images: Tensor) -> dict[str, Any]:
-        content, mask_codes = self.cmfnet.codes(images)
-        return self.condition_from_codes(content, mask_codes)
+        return self.condition_from_codes(*self.codes(images))
+
+    def periodic(self, step: int, draw_images, generator: torch.Generator) -> None:
+        """Refit the anchors every `dyga.every` steps on the un-anchored content codes."""
+        refit_every(self, self.anchors, step, draw_images, generator, lambda x: self.cmfnet.codes(x)[0])
 
     def extra_losses(self, cond: dict[str, Any]) -> dict[str, tuple[Tensor, float]]:
         """Only the terms whose weight is non-zero are computed (ablations drop them)."""

@@ -87,8 +87,8 @@ def swap_grid(model: FDAE, row_images: Tensor, col_images: Tensor, steps: int | 
     """Cell (i, j): content codes of row image i with the mask codes of column image j
     (the paper's supplementary Figs. 3-4). First row/column show the source images."""
     model.eval()
-    rc, _ = model.cmfnet.codes(row_images)
-    _, cm = model.cmfnet.codes(col_images)
+    rc, _ = model.codes(row_images)
+    _, cm = model.codes(col_images)
     if cm is None:
         raise ValueError("swap grids need a model with masks (method.use_masks=true)")
     r, c = rc.shape[0], cm.shape[0]
@@ -112,8 +112,8 @@ def concept_swap_figure(model: FDAE, images: Tensor, donors: Tensor, kind: str =
     if kind not in ("content", "mask"):
         raise ValueError("kind must be 'content' or 'mask'")
     model.eval()
-    content, mask = model.cmfnet.codes(images)
-    d_content, d_mask = model.cmfnet.codes(donors)
+    content, mask = model.codes(images)
+    d_content, d_mask = model.codes(donors)
     if kind == "mask" and mask is None:
         raise ValueError("mask swaps need a model with masks (method.use_masks=true)")
     b, n = content.shape[:2]
