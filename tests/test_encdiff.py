@@ -179,3 +179,30 @@ def test_dyga_and_skip_dropout_resume_exactly(tmp_path, preset, small):
         anchors, m.anchors = m.anchors, None
         assert not torch.allclose(anchored, next(iter(m.condition(x)["unet"].values())))
     m.anchors = anchors
+
+
+def test_unit_swaps_figure(tmp_path):
+    """Swapping a unit for the same image's own code changes nothing; for another image's,
+    the decode differs; the CLI's figure set includes it."""
+    from fdae.commands.viz import write_figures
+    from fdae.data import get_dataset
+    from fdae.train.loop import initial_method
+    from fdae.viz.figures import unit_swap_figure
+
+    cfg = load_config("encdiff-shapes3d-synth", TINY)
+    ds = get_dataset(cfg.data.name, image_size=16)
+    m = initial_method(cfg, ds)
+    with torch.no_grad():  # outputs that depend on the tokens (the zero-initialised layers trained)
+        for p in m.parameters():
+            if torch.count_nonzero(p) == 0:
+                p.normal_(0, 0.05)
+    x = ds.images(ds.sample_factors(4, np.random.RandomState(0)))
+    same = unit_swap_figure(m, x[:2], x[:2], steps=2)
+    cell = 16 + 2  # tile: cells of 16 px after 2 px gaps
+    assert same.shape[:2] == (2 * cell + 2, (2 + 4) * cell + 2)  # image, donor, 4 units
+    cols = [same[:, 2 + (2 + u) * cell: 2 + (2 + u) * cell + 16] for u in range(4)]
+    assert all(np.array_equal(cols[0], c) for c in cols[1:])  # own code swapped in: identical decodes
+    other = unit_swap_figure(m, x[:2], x[2:], steps=2)
+    assert not np.array_equal(other, same)
+    written = write_figures(m, ds, tmp_path, n=2, steps=2)
+    assert set(written) == {"reconstructions", "traversals", "unit_swaps"}

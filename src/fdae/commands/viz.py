@@ -31,7 +31,7 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
     (`dataset.example_images`: factors for ground-truth datasets, rows for image folders),
     each titled and with its rows and columns labelled."""
     from fdae.viz.figures import (concept_swap_figure, mask_figure, reconstruction_figure, swap_grid,
-                                  traversal_figure)
+                                  traversal_figure, unit_swap_figure)
     from fdae.viz.grids import labelled, save_png
 
     images = dataset.example_images(2 * n, seed, device)
@@ -54,6 +54,13 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
             grid, size, ["Latent traversals: one row per axis of the representation, decoded across its range",
                          f"{model.traversal_note}; sample: {len(sample)} images ({sampler})"],
             col_labels=cols, row_labels=rows, scale=scale), out / "traversals.png")
+    if "unit_swaps" in figures:
+        names = [name for name, _ in model.groups]
+        written["unit_swaps"] = save_png(labelled(
+            unit_swap_figure(model, first, second, steps, seed), size,
+            ["Per-unit swaps: column 'unit k' = the image with unit k's code replaced by the donor's",
+             f"the other units keep the image's own codes ({sampler})"],
+            col_labels=["image", "donor", *names], scale=scale), out / "unit_swaps.png")
     if "masks" in figures:
         concepts = model.cfg.num_concepts
         written["masks"] = save_png(labelled(

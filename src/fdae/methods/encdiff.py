@@ -61,6 +61,7 @@ class EncDiff(DiffusionAutoencoder):
     """Scalars -> tokens -> cross-attention U-Net."""
 
     Config = EncDiffConfig
+    figures = ("reconstructions", "traversals", "unit_swaps")
 
     @classmethod
     def unet_options(cls, method_cfg: EncDiffConfig) -> dict[str, int]:

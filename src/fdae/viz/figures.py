@@ -134,6 +134,31 @@ def concept_swap_figure(model: FDAE, images: Tensor, donors: Tensor, kind: str =
 
 
 @torch.no_grad()
+def unit_swap_figure(model: Method, images: Tensor, donors: Tensor, steps: int | None = None,
+                     seed: int = 0) -> np.ndarray:
+    """Row b: image b, donor b, then for each unit (group of the representation) the decode
+    of image b with that unit's code replaced by the donor's, from one shared noise: a
+    disentangled unit changes one attribute, to the donor's value (EncDiff, DisDiff)."""
+    model.eval()
+    codes, d_codes = model.encode(images), model.encode(donors)
+    b = codes.shape[0]
+    slices = []
+    start = 0
+    for _, dims in model.groups:
+        slices.append(slice(start, start + dims))
+        start += dims
+    swapped = codes[:, None].repeat(1, len(slices), 1)  # (B, units, d)
+    for u, sl in enumerate(slices):
+        swapped[:, u, sl] = d_codes[:, sl]
+    flat = swapped.reshape(b * len(slices), -1)
+    out = to_uint8(model.decode_codes(flat, (flat.shape[0], *images.shape[1:]), steps,
+                                      noise=_shared_noise(model, images, seed)))
+    src, don = to_uint8(images), to_uint8(donors)
+    n = len(slices)
+    return tile([[src[i], don[i], *out[i * n:(i + 1) * n]] for i in range(b)])
+
+
+@torch.no_grad()
 def training_figures(model: Method, images: Tensor, steps: int = 12) -> dict[str, np.ndarray]:
     """The figures logged during training (cheap: few images, few sampler steps)."""
     figs = {"reconstructions": reconstruction_figure(model, images, steps)}
