@@ -58,7 +58,7 @@ class EncDiffConfig(MethodConfig):
 
 
 class EncDiff(DiffusionAutoencoder):
-    """Scalars -> tokens -> cross-attention U-Net."""
+    """EncDiff (Yang et al., NeurIPS 2024): scalar units -> per-unit tokens -> cross-attention U-Net."""
 
     Config = EncDiffConfig
     figures = ("reconstructions", "traversals", "unit_swaps")
