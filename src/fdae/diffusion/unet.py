@@ -296,12 +296,25 @@ class UNet(nn.Module):
         the U-Net was built for: cond_map (B, cond_channels, H, W), latent (B, latent_dim)
         or context tokens (B, N, context_dim)."""
         # Each ResBlock projects SiLU(emb) (ADM's emb_layers = SiLU, Linear): applied once here.
-        emb = F.silu(self.time_embed(timestep_embedding(noise_labels * self.spec.time_scale, self.spec.channels).to(x.dtype)))
-        z = None
-        if self.latent_embed is not None:
-            if latent is None:
-                raise ValueError("this U-Net was built with latent_dim > 0 and needs a latent")
-            z = F.silu(self.latent_embed(latent.to(emb.dtype)))
+        emb = F.silu(self.embed_time(noise_labels, x.dtype))
+        z = self.embed_latent(latent, emb.dtype)
+        h, hs = self.down_half(x, emb, z, context, cond_map)
+        return self.up_half(h, hs, emb, z, context)
+
+    def embed_time(self, noise_labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The noise level's embedding before its SiLU (B, 4 * channels)."""
+        return self.time_embed(timestep_embedding(noise_labels * self.spec.time_scale, self.spec.channels).to(dtype))
+
+    def embed_latent(self, latent: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor | None:
+        if self.latent_embed is None:
+            return None
+        if latent is None:
+            raise ValueError("this U-Net was built with latent_dim > 0 and needs a latent")
+        return F.silu(self.latent_embed(latent.to(dtype)))
+
+    def down_half(self, x: Tensor, emb: Tensor, z: Tensor | None = None, context: Tensor | None = None,
+                  cond_map: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Input convolution and encoder levels: the deepest features and every skip."""
         if self.conv_cond is not None:
             h = self.conv_cond(x)
             if cond_map is not None:
@@ -313,6 +326,12 @@ class UNet(nn.Module):
         for blk in self.down:
             h = blk(h, emb, z, context)
             hs.append(h)
+        return h, hs
+
+    def up_half(self, h: Tensor, hs: list[Tensor], emb: Tensor, z: Tensor | None = None,
+                context: Tensor | None = None) -> Tensor:
+        """Middle blocks, decoder levels (taking the skips, last first) and the output."""
+        hs = list(hs)
         for blk in self.mid:
             h = blk(h, emb, z, context)
         drop = self.training and self.spec.skip_dropout > 0
