@@ -36,7 +36,7 @@ def test_a_field_of_another_method_is_refused_by_name():
     assert "method.num_concepts" in msg and "fdae" in msg and "beta-vae" in msg and "beta" in msg
     with pytest.raises(FdaeError, match="no method has it"):
         load_config("shapes3d-tiny", ["method.bogus=1"])
-    with pytest.raises(FdaeError, match="choose one of fdae, diffae, encdiff, beta-vae"):
+    with pytest.raises(FdaeError, match="choose one of fdae, diffae, encdiff, ddpm, disdiff, beta-vae"):
         load_config(None, ["method.name=vae"])
 
 
@@ -74,14 +74,29 @@ def test_every_method_builds_and_takes_a_step(name):
     if name == "fdae":
         extra += ["method.num_concepts=2", "method.content_dim=4", "method.mask_dim=4", "method.adjust_dim=4",
                   "method.mask_decoder_width=12"]
-    cfg = load_config(None, [f"method.name={name}", *extra])
+    if name in ("ddpm", "disdiff"):  # DisDiff's two stages: a DDPM, and DisDiff on it
+        extra += ["unet.channels=16", "unet.channel_mult=[1,2]", "unet.attn_resolutions=[]"]
     from fdae.methods import build_method
 
-    model = build_method(cfg, 1, 32)
+    if name == "disdiff":  # stage 2 is built on a stage-1 model (here an untrained one)
+        from fdae.methods.disdiff import DisDiff
+
+        prior = build_method(load_config(None, ["method.name=ddpm", *extra]), 1, 32)
+        cfg = load_config(None, ["method.name=disdiff", "method.pretrained=stage1", "method.encoder_width=8",
+                                 "method.unit_dim=4", "method.part_dim=8"])
+        model = DisDiff(cfg.method, prior, 1, 32)
+    else:
+        model = build_method(load_config(None, [f"method.name={name}", *extra]), 1, 32)
     images = torch.rand(4, 1, 32, 32) * 2 - 1
     terms = model.loss(images, torch.Generator().manual_seed(0))
     terms["loss"].backward()
-    assert torch.isfinite(terms["loss"]) and model.encode(images).shape == (4, sum(d for _, d in model.groups))
+    assert torch.isfinite(terms["loss"])
+    if name == "ddpm":  # no representation: it draws samples
+        assert model.figures == ("samples",)
+        with pytest.raises(FdaeError, match="has no representation"):
+            model.encode(images)
+        return
+    assert model.encode(images).shape == (4, sum(d for _, d in model.groups))
     assert {"reconstructions", "traversals"} <= set(model.figures)
 
 

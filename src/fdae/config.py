@@ -72,6 +72,8 @@ METHODS: dict[str, str] = {
     "fdae": "fdae.methods.fdae:FDAE",
     "diffae": "fdae.methods.diffae:DiffAE",
     "encdiff": "fdae.methods.encdiff:EncDiff",
+    "ddpm": "fdae.methods.ddpm:DDPM",
+    "disdiff": "fdae.methods.disdiff:DisDiff",
     "beta-vae": "fdae.methods.vae.beta_vae:BetaVAE",
     "annealed-vae": "fdae.methods.vae.annealed_vae:AnnealedVAE",
     "beta-tcvae": "fdae.methods.vae.beta_tcvae:BetaTCVAE",

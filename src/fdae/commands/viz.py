@@ -30,8 +30,8 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
     """Every figure for `model` on 2n images of `dataset` drawn with RandomState(seed)
     (`dataset.example_images`: factors for ground-truth datasets, rows for image folders),
     each titled and with its rows and columns labelled."""
-    from fdae.viz.figures import (concept_swap_figure, mask_figure, reconstruction_figure, swap_grid,
-                                  traversal_figure, unit_swap_figure)
+    from fdae.viz.figures import (concept_swap_figure, mask_figure, reconstruction_figure, sample_figure,
+                                  swap_grid, traversal_figure, unit_swap_figure)
     from fdae.viz.grids import labelled, save_png
 
     images = dataset.example_images(2 * n, seed, device)
@@ -42,11 +42,19 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
     sampler = (f"Heun, {steps or edm_cfg.sample_steps} steps, one shared noise for every cell" if edm_cfg
                else "the decoder's Bernoulli means")
     figures = model.figures
-    rec = reconstruction_figure(model, first, steps, seed)
-    pairs = (rec.shape[1] - 2) // (2 * (size + 2))
-    written = {"reconstructions": save_png(labelled(
-        rec, size, [f"Reconstructions: each input and the image decoded from its codes ({sampler})"],
-        col_labels=["input", "decoded"] * pairs, scale=scale), out / "reconstructions.png")}
+    written = {}
+    if "samples" in figures:  # a model without codes (DisDiff's stage 1): what it generates
+        method_steps = getattr(model.cfg, "sample_steps", None)
+        grid = sample_figure(model, 2 * n, tuple(images.shape[1:]), steps, seed)
+        written["samples"] = save_png(labelled(
+            grid, size, [f"Samples: unconditional DDIM, {steps or method_steps} steps, seed {seed}"], scale=scale),
+            out / "samples.png")
+    if "reconstructions" in figures:
+        rec = reconstruction_figure(model, first, steps, seed)
+        pairs = (rec.shape[1] - 2) // (2 * (size + 2))
+        written["reconstructions"] = save_png(labelled(
+            rec, size, [f"Reconstructions: each input and the image decoded from its codes ({sampler})"],
+            col_labels=["input", "decoded"] * pairs, scale=scale), out / "reconstructions.png")
     if "traversals" in figures:
         sample = dataset.example_images(256, seed + 1, device)
         grid, rows, cols = traversal_figure(model, first[:min(n, 3)], sample, steps, seed)

@@ -159,8 +159,20 @@ def unit_swap_figure(model: Method, images: Tensor, donors: Tensor, steps: int |
 
 
 @torch.no_grad()
+def sample_figure(model: Method, n: int, shape: tuple[int, ...], steps: int | None = None, seed: int = 0) -> np.ndarray:
+    """n unconditional samples in a row-major grid of up to 8 columns (a model without codes)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn((n, *shape), generator=g)
+    imgs = to_uint8(model.sample(n, shape, steps, noise=noise.to(next(model.parameters()).device)))
+    cols = min(8, n)
+    return tile([list(imgs[i:i + cols]) for i in range(0, n, cols)])
+
+
+@torch.no_grad()
 def training_figures(model: Method, images: Tensor, steps: int = 12) -> dict[str, np.ndarray]:
     """The figures logged during training (cheap: few images, few sampler steps)."""
+    if "reconstructions" not in model.figures:
+        return {"samples": sample_figure(model, images.shape[0], tuple(images.shape[1:]), steps)}
     figs = {"reconstructions": reconstruction_figure(model, images, steps)}
     if "masks" in model.figures:
         figs["masks"] = mask_figure(model, images)
