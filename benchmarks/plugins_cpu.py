@@ -31,8 +31,10 @@ ROWS = {
     "encdiff": ("encdiff-shapes3d-synth", []),
     "encdiff+sd": ("encdiff-shapes3d-synth", SD),
     "encdiff+sd+dyga": ("encdiff-shapes3d-synth", SD + DYGA),
+    "encdiff+dyga": ("encdiff-shapes3d-synth", DYGA),
     "fdae": ("shapes3d-demo", []),
     "fdae+sd": ("shapes3d-demo", SD),
+    "fdae+dyga": ("shapes3d-demo", DYGA),
     "fdae+sd+dyga": ("shapes3d-demo", SD + DYGA),
 }
 SIZES = dict(metrics=["factor_vae", "mig"], random_state=0, num_train=1000, num_test=500, num_votes_train=300,
