@@ -171,3 +171,10 @@ def test_the_cli_trains_evaluates_and_draws_both_stages(stage1, tmp_path, capsys
     capsys.readouterr()
     assert main(["eval", str(stage1), "--metrics", "mig"]) != 0
     assert "has no representation" in capsys.readouterr().err
+
+
+def test_stage1_logs_samples_during_training(tmp_path):
+    cfg = load_config("disdiff-shapes3d-synth-stage1", [*STAGE1, "train.steps=1", "train.ckpt_every=0",
+                                                        "train.image_every=1", "train.image_steps=2"])
+    train(cfg, tmp_path / "s1", progress=False, tensorboard=False)
+    assert [p.name for p in (tmp_path / "s1" / "images").glob("*.png")] == ["figures_samples_00000001.png"]

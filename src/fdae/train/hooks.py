@@ -76,7 +76,8 @@ def summarize_metrics(result: dict[str, Any]) -> dict[str, Any]:
 
 
 class ImageHook:
-    """Input | reconstruction grids (and `fdae.viz.figures.training_figures` if present)."""
+    """Input | reconstruction grids (and `fdae.viz.figures.training_figures` if present;
+    a model without codes, DisDiff's stage 1, logs samples only)."""
 
     def __init__(self, dataset: Any, cfg: Config, device: torch.device, n: int = 8,
                  say: Callable[[str], None] = print):
@@ -95,8 +96,9 @@ class ImageHook:
     @torch.no_grad()
     def __call__(self, method: torch.nn.Module, logger: RunLogger, step: int) -> None:
         gen = make_generator(self.seed, 1, PREVIEW, self.device)
-        recon = method.reconstruct(self.images, steps=self.steps, generator=gen)
-        logger.image("reconstruction", pair_grid(self.images, recon), step)
+        if "reconstructions" in getattr(method, "figures", ("reconstructions",)):  # a DDPM has no codes
+            recon = method.reconstruct(self.images, steps=self.steps, generator=gen)
+            logger.image("reconstruction", pair_grid(self.images, recon), step)
         if self.figures is not None:
             params = inspect.signature(self.figures).parameters
             kwargs = {"steps": self.steps} if "steps" in params else {}
