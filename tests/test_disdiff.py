@@ -171,6 +171,23 @@ def test_the_cli_trains_evaluates_and_draws_both_stages(stage1, tmp_path, capsys
     capsys.readouterr()
     assert main(["eval", str(stage1), "--metrics", "mig"]) != 0
     assert "has no representation" in capsys.readouterr().err
+    # the background evaluator's encoder: no frozen model or fields, the same codes
+    from fdae.train.async_eval import build_encoder, encoder_state
+
+    run = load_run(s2)
+    state = encoder_state(run.method)
+    assert state and not any(k.startswith(("prior.", "fields_net.")) for k in state)
+    enc = build_encoder(run.cfg, state, 3, 16, torch.device("cpu"), "test")
+    x = run.dataset.images(run.dataset.sample_factors(3, np.random.RandomState(0)))
+    assert torch.equal(enc.encode(x), run.method.encode(x))
+
+
+def test_the_stage1_path_is_saved_absolute(stage1, tmp_path, monkeypatch):
+    from fdae.config import with_absolute_paths
+
+    monkeypatch.chdir(stage1.parent)
+    cfg = with_absolute_paths(stage2_cfg("stage1"))
+    assert cfg.method.pretrained == str(stage1)
 
 
 def test_stage1_logs_samples_during_training(tmp_path):

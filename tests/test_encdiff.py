@@ -110,6 +110,10 @@ def test_dyga_config_is_checked():
         load_config("encdiff-shapes3d-synth", ["dyga.components=8", "dyga.max_components=4"])
     with pytest.raises(FdaeError, match="dyga"):
         load_config("beta-vae-dsprites-synth", ["dyga.enabled=true"])  # a method without units
+    with pytest.raises(FdaeError, match="dyga.reg"):
+        load_config("encdiff-shapes3d-synth", ["dyga.reg=0"])
+    with pytest.raises(FdaeError, match="dyga.min_mass"):
+        load_config("encdiff-shapes3d-synth", ["dyga.min_mass=-1"])
 
 
 # --- the method -----------------------------------------------------------------------
@@ -170,15 +174,16 @@ def test_dyga_and_skip_dropout_resume_exactly(tmp_path, preset, small):
     assert bool(a["anchors.fitted"]) and int(a["anchors.active"].sum()) >= 2
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    # the anchors act on the conditioning: without them it differs
+    # the anchors act on the conditioning (and, for FDAE, on the codes evaluation sees)
     run = load_run(straight, device="cpu")
-    m = run.method.eval()
+    m = run.method.train()  # batch statistics: after 6 steps the running ones barely vary the codes
+    calls = []
+    m.anchors.register_forward_hook(lambda mod, inp, out: calls.append(torch.equal(inp[0], out)))
     x = run.dataset.images(run.dataset.sample_factors(4, np.random.RandomState(0)))
     with torch.no_grad():
-        anchored = next(iter(m.condition(x)["unet"].values()))
-        anchors, m.anchors = m.anchors, None
-        assert not torch.allclose(anchored, next(iter(m.condition(x)["unet"].values())))
-    m.anchors = anchors
+        m.condition(x)
+        m.encode(x)
+    assert len(calls) == 2 and not calls[0]  # both paths anchor, and anchoring moved the features
 
 
 def test_unit_swaps_figure(tmp_path):

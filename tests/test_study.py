@@ -139,6 +139,23 @@ def test_slurm_restart_leaves_a_still_running_job_alone(tmp_path, capsys):
     assert len(list((study.out / "slurm").glob("*/*_submitted.pkl"))) == 1
 
 
+def test_a_slurm_job_whose_state_cannot_be_read_counts_as_active(tmp_path, monkeypatch):
+    """Never two jobs on one cell: without an answer from sacct, squeue decides; without
+    either, the job counts as still active (it is waited for, not submitted again)."""
+    pytest.importorskip("submitit")
+    from fdae.study.runner import _job_active
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))  # no sacct, no squeue
+    assert _job_active("4242", "slurm", tmp_path / "%j")
+    squeue = bin_dir / "squeue"
+    for printed, active in (("RUNNING", True), ("PENDING", True), ("", False)):
+        squeue.write_text(f"#!/bin/sh\necho '{printed}'\n" if printed else "#!/bin/sh\nexit 0\n")
+        squeue.chmod(0o755)
+        assert _job_active("4242", "slurm", tmp_path / "%j") is active, printed
+
+
 def test_a_failed_cell_is_reported_and_retried_on_request(tmp_path, capsys):
     path = write_study(tmp_path, seeds=[0], methods={"beta-vae": {"preset": "beta-vae-dsprites-synth"}},
                        datasets={"dsprites-synth": ["data.name=dsprites-synth"]})

@@ -115,6 +115,11 @@ def test_skip_dropout_is_identity_in_eval_and_drops_whole_channels_in_training()
     assert net.skip_dropped == [False, False, True, True, True, True]
     assert UNet(make_spec("tiny", image_size=32, skip_dropout=0.2, skip_dropout_resolutions=[8])).skip_dropped == [
         True, True, False, False, False, False]
+    from fdae.errors import FdaeError
+    from fdae.methods import check_unet_spec
+
+    with pytest.raises(FdaeError, match=r"names \[64\], where this U-Net has no skips"):
+        check_unet_spec(make_spec("tiny", image_size=32, skip_dropout=0.2, skip_dropout_resolutions=[64]))
     # keep rate 1 - p per (sample, channel), the kept ones scaled by 1 / (1 - p)
     torch.manual_seed(0)
     h = torch.ones(400, 50, 3, 3)

@@ -186,9 +186,12 @@ class DygaConfig:
                                "raise dyga.max_components or lower dyga.components")
         if not 0.0 <= self.weight <= 1.0:
             raise config_error("dyga.weight", "in [0, 1]", self.weight, "the paper's value is 0.1")
-        for key in ("split_rounds",):
-            if getattr(self, key) < 0:
+        for key in ("split_rounds", "min_mass", "split_distance"):
+            if not getattr(self, key) >= 0:
                 raise config_error(f"dyga.{key}", ">= 0", getattr(self, key), f"set dyga.{key}=0 to turn it off")
+        if not self.reg > 0:
+            raise config_error("dyga.reg", "> 0 (it keeps every covariance invertible)", self.reg,
+                               "the reference's value is 1e-6")
 
 
 
@@ -546,12 +549,15 @@ def validate(cfg: Config) -> Config:
 
 
 def with_absolute_paths(cfg: Config) -> Config:
-    """`data.root` and a `folder:PATH` dataset made absolute (and `~` expanded), so that a
-    run's saved config finds its data from any working directory later."""
+    """`data.root`, a `folder:PATH` dataset and a pretrained run (`method.pretrained`) made
+    absolute (and `~` expanded), so that a run's saved config finds them from any working
+    directory later."""
     if cfg.data.root is not None:
         cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
     if cfg.data.name.startswith("folder:"):
         cfg.data.name = "folder:" + str(Path(cfg.data.name[len("folder:"):]).expanduser().absolute())
+    if getattr(cfg.method, "pretrained", ""):  # DisDiff's stage-1 run
+        cfg.method.pretrained = str(Path(cfg.method.pretrained).expanduser().absolute())
     return cfg
 
 

@@ -41,6 +41,9 @@ def write_figures(model, dataset, out: Path, n: int = 6, steps: int | None = Non
     edm_cfg = getattr(model, "edm_cfg", None)
     sampler = (f"Heun, {steps or edm_cfg.sample_steps} steps, one shared noise for every cell" if edm_cfg
                else "the decoder's Bernoulli means")
+    if getattr(model, "sampler_note", None):
+        method_steps = getattr(model.cfg, "sample_steps", None)
+        sampler = f"{model.sampler_note}; {steps or method_steps} steps"
     figures = model.figures
     written = {}
     if "samples" in figures:  # a model without codes (DisDiff's stage 1): what it generates

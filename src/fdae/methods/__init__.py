@@ -21,6 +21,12 @@ def check_unet_spec(spec) -> None:
         most = max(k for k in range(1, levels + 1) if spec.image_size % 2 ** (k - 1) == 0)
         raise FdaeError(f"unet.channel_mult has {levels} levels, which halve a {spec.image_size}-pixel image "
                         f"{levels - 1} times; give it at most {most} entries")
+    if spec.skip_dropout and spec.skip_dropout_resolutions is not None:
+        have = sorted({spec.image_size // 2 ** k for k in range(levels)}, reverse=True)
+        missing = [r for r in spec.skip_dropout_resolutions if r not in have]
+        if missing:
+            raise FdaeError(f"unet.skip_dropout_resolutions names {missing}, where this U-Net has no skips; its "
+                            f"skips are at {have} px (or leave it null: the two highest)")
     for mult in spec.channel_mult:
         width = spec.channels * mult
         heads = max(1, width // spec.head_channels)

@@ -55,6 +55,10 @@ class Method(nn.Module):
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     figures: ClassVar[tuple[str, ...]] = ("reconstructions", "traversals")
+    # Sub-modules that `encode` never calls (a background evaluator leaves them out).
+    decoder_modules: ClassVar[tuple[str, ...]] = ("unet",)
+    # How the figures' images are decoded, for their captions (None: the method's default).
+    sampler_note: ClassVar[str | None] = None
     # What of the loss is estimated from the whole batch (said when DDP or gradient
     # accumulation splits the batch into shards, each of which then estimates it alone).
     batch_estimates: ClassVar[str] = ""
@@ -89,11 +93,16 @@ class Method(nn.Module):
         """Sub-modules that are not trained: no gradients, kept in eval mode."""
         return []
 
+    def periodic_due(self, step: int) -> bool:
+        """Whether `periodic` has work after `step` steps (the trainer skips it otherwise)."""
+        return False
+
     def periodic(self, step: int, draw_images, generator: torch.Generator) -> None:
         """Work between optimizer steps (Dynamic Gaussian Anchoring's refits), called after
         each step with the steps done so far, `draw_images(n)` (fresh training images) and
         a generator seeded from (run seed, step), the same on every rank, so the result
-        is identical everywhere and after a resume. Default: nothing."""
+        is identical everywhere and after a resume; with the EMA weights in place when the
+        run keeps an EMA. Default: nothing."""
 
     def freeze(self) -> None:
         for module in self.frozen_modules():

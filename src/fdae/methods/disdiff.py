@@ -73,10 +73,11 @@ class DisDiffConfig(MethodConfig):
                                "runs/disdiff-stage1), then set method.pretrained=runs/disdiff-stage1")
 
 
-def load_stage1(path: str, data_name: str, image_size: int) -> DDPM:
+def load_stage1(path: str, data_name: str, image_size: int, in_channels: int = 3) -> DDPM:
     """Stage 1's model (its EMA weights when it has them), checked to be a DDPM trained on
-    the same images; one clear message otherwise."""
-    from fdae.train.checkpoint import load_run
+    the same images; one clear message otherwise. Under `torch.device("meta")` (a
+    background evaluator building the encoder only) it is the structure alone."""
+    from fdae.train.checkpoint import load_run, run_config
 
     run = Path(path)
     hint = ("train stage 1 first (fdae train --config disdiff-shapes3d-synth-stage1 --run-dir RUN_DIR) and set "
@@ -84,17 +85,23 @@ def load_stage1(path: str, data_name: str, image_size: int) -> DDPM:
     if not run.exists():
         raise FdaeError(f"method.pretrained: DisDiff's stage-1 run {run} does not exist; {hint}")
     try:
+        cfg1 = run_config(run)
+    except FdaeError as err:
+        raise FdaeError(f"method.pretrained: {run} is not a usable stage-1 run ({err}); {hint}") from None
+    if cfg1.method.name != "ddpm":
+        raise FdaeError(f"method.pretrained: {run} is a {cfg1.method.name} run, not a DisDiff stage-1 "
+                        f"(ddpm) run; {hint}")
+    if (cfg1.data.name, cfg1.data.image_size) != (data_name, image_size):
+        raise FdaeError(f"method.pretrained: stage 1 ({run}) was trained on {cfg1.data.name} at "
+                        f"{cfg1.data.image_size} px, stage 2 trains on {data_name} at {image_size} px; "
+                        "use the same data.name and data.image_size")
+    if torch.empty(0).device.type == "meta":
+        return DDPM.build(cfg1, in_channels, image_size)
+    try:
         loaded = load_run(run, device="cpu")
     except FdaeError as err:
         raise FdaeError(f"method.pretrained: {run} is not a usable stage-1 run ({err}); {hint}") from None
-    if not isinstance(loaded.method, DDPM):
-        raise FdaeError(f"method.pretrained: {run} is a {loaded.cfg.method.name} run, not a DisDiff stage-1 "
-                        f"(ddpm) run; {hint}")
-    if (loaded.cfg.data.name, loaded.cfg.data.image_size) != (data_name, image_size):
-        raise FdaeError(f"method.pretrained: stage 1 ({run}) was trained on {loaded.cfg.data.name} at "
-                        f"{loaded.cfg.data.image_size} px, stage 2 trains on {data_name} at {image_size} px; "
-                        "use the same data.name and data.image_size")
-    return loaded.method
+    return loaded.method  # type: ignore[return-value]
 
 
 class DisDiff(Method):
@@ -102,10 +109,12 @@ class DisDiff(Method):
 
     Config = DisDiffConfig
     figures = ("reconstructions", "traversals", "unit_swaps")
+    decoder_modules = ("prior", "fields_net")  # what encode() never calls
+    sampler_note = "deterministic DDIM with eps_theta + k_t sum_c G_c, one shared noise for every cell"
 
     @classmethod
     def build(cls, cfg: Any, in_channels: int, image_size: int) -> "DisDiff":
-        prior = load_stage1(cfg.method.pretrained, cfg.data.name, image_size)
+        prior = load_stage1(cfg.method.pretrained, cfg.data.name, image_size, in_channels)
         return cls(cfg.method, prior, in_channels, image_size)
 
     def __init__(self, cfg: DisDiffConfig, prior: DDPM, in_channels: int = 3, image_size: int = 64):

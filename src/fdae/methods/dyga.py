@@ -2,7 +2,9 @@
 whose representation is made of units (EncDiff's tokens, FDAE's content codes).
 
 Every `dyga.every` steps one Gaussian mixture per unit is fitted, in torch on the training
-device, to that unit's feature over `dyga.num_samples` encoded training images:
+device, to that unit's feature over `dyga.num_samples` encoded training images (with the
+EMA weights when the run keeps an EMA: the weights evaluation uses, and the reference's
+validation-time fit):
 
 1. features min-max normalised per dimension (the reference does the same);
 2. `components` means drawn from the samples, identity covariances, equal weights;

@@ -113,6 +113,9 @@ class EncDiff(DiffusionAutoencoder):
         return {"unet": {"context": tokens}, "codes": codes}
 
     # --- Dynamic Gaussian Anchoring ---------------------------------------------------
+    def periodic_due(self, step: int) -> bool:
+        return self.anchors is not None and step % self.anchors.cfg.every == 0
+
     def periodic(self, step: int, draw_images: Callable[[int], Tensor], generator: torch.Generator) -> None:
         """Refit the anchors every `dyga.every` steps on the un-anchored tokens."""
         refit_every(self, self.anchors, step, draw_images, generator, lambda x: self.units(self.scalars(x)))

@@ -181,6 +181,9 @@ class FDAE(DiffusionAutoencoder):
     def condition(self, images: Tensor) -> dict[str, Any]:
         return self.condition_from_codes(*self.codes(images))
 
+    def periodic_due(self, step: int) -> bool:
+        return self.anchors is not None and step % self.anchors.cfg.every == 0
+
     def periodic(self, step: int, draw_images, generator: torch.Generator) -> None:
         """Refit the anchors every `dyga.every` steps on the un-anchored content codes."""
         refit_every(self, self.anchors, step, draw_images, generator, lambda x: self.cmfnet.codes(x)[0])

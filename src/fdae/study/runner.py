@@ -198,9 +198,11 @@ def _run_slurm(study: Study, st: Status, say, poll_s: float) -> None:
 
 
 JOB_FILE = "slurm_job.txt"
-# Slurm states in which a job may still run the cell (squeue/sacct names)
-_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
-           "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+# Slurm states after which a job will not run the cell any more (sacct/squeue names);
+# any other state, or none that can be read, counts as active, so a cell is never
+# trained by two jobs at once
+_TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+             "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
 
 
 def _cell_finished(cell_dir) -> bool:
@@ -227,13 +229,31 @@ def _job_active(job_id: str, cluster: str, folder) -> bool:
         except PermissionError:  # alive, owned by someone else: not ours any more
             return False
         return not _is_zombie(int(job_id))
+    state = _slurm_state(job_id, folder)
+    return state.split(" ")[0] not in _TERMINAL
+
+
+def _slurm_state(job_id: str, folder) -> str:
+    """The job's state from sacct (through submitit's watcher), else from squeue (a job
+    squeue no longer lists has ended); "UNKNOWN" when neither answers."""
     import submitit
 
-    try:  # sacct through submitit's watcher; the folder is only where the job's logs would be
-        info = submitit.SlurmJob(folder=folder, job_id=job_id).get_info(mode="force")
-    except Exception:  # no answer from the scheduler: submit again rather than never run the cell
-        return False
-    return info.get("State", "").split(" ")[0] in _ACTIVE
+    try:
+        state = submitit.SlurmJob(folder=folder, job_id=job_id).get_info(mode="force").get("State", "")
+    except Exception:  # submitit also swallows sacct errors and returns no state
+        state = ""
+    if state:
+        return state
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "UNKNOWN"
+    if out.returncode != 0 and "Invalid job id" in out.stderr:
+        return "COMPLETED"  # forgotten by the controller: long over
+    if out.returncode != 0:
+        return "UNKNOWN"
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "COMPLETED"
 
 
 def _is_zombie(pid: int) -> bool:

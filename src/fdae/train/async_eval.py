@@ -42,22 +42,29 @@ def snapshot_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / SNAPSHOT_DIR
 
 
+def _decoder_modules(method: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(method, "decoder_modules", ("unet",)))
+
+
 def encoder_state(method: nn.Module) -> dict[str, torch.Tensor]:
-    """The method's parameters and buffers minus the U-Net's, copied to the CPU."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in method.state_dict().items()
-            if not k.startswith("unet.")}
+    """The method's parameters and buffers minus those of the modules `encode` never
+    calls (the U-Net; DisDiff's frozen model and fields), copied to the CPU."""
+    skip = tuple(f"{name}." for name in _decoder_modules(method))
+    return {k: v.detach().to("cpu", copy=True) for k, v in method.state_dict().items() if not k.startswith(skip)}
 
 
 def build_encoder(cfg: Config, state: dict[str, torch.Tensor], in_channels: int, image_size: int,
                   device: torch.device, source: Path | str) -> nn.Module:
-    """The method of `cfg` holding `state`, with an empty module in place of its U-Net:
-    built on the meta device first, so the U-Net's weights are never allocated."""
+    """The method of `cfg` holding `state`, with empty modules in place of its decoder
+    modules (the U-Net): built on the meta device first, so their weights are never
+    allocated."""
     from fdae.methods import build_method
 
     with torch.device("meta"):
         method = build_method(cfg, in_channels, image_size)
-    if hasattr(method, "unet"):
-        method.unet = nn.Module()  # type: ignore[assignment]  # encode() never calls it
+    for name in _decoder_modules(method):
+        if hasattr(method, name):
+            setattr(method, name, nn.Module())  # encode() never calls it
     method.to_empty(device=device)
     ckpt_io.load_state_into(method, state, source)
     return method.eval()

@@ -548,12 +548,14 @@ class _Trainer:
 
     def _periodic(self) -> None:
         """The method's between-step work, from a stream of its own per step."""
-        from fdae.methods.base import Method
-
-        if type(self.method).periodic is Method.periodic:  # nothing to do: no generator either
+        if not self.method.periodic_due(self.step):  # most steps of most methods: nothing to do
             return
         gen = make_generator(self.cfg.seed, self.step, PERIODIC, self.device)
-        self.method.periodic(self.step, lambda n: self.dataset.sample_batch(n, gen, self.device)[0], gen)
+        # with the EMA weights, the ones evaluation and checkpoints' users see (DyGA fits its
+        # anchors to their codes, as the reference fits at validation under its EMA scope)
+        ctx = self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
+        with ctx:
+            self.method.periodic(self.step, lambda n: self.dataset.sample_batch(n, gen, self.device)[0], gen)
 
     # ------------------------------------------------------------------ logging
     def log(self, images_per_s: float) -> dict[str, Any]:
