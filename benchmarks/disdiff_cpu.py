@@ -24,6 +24,7 @@ from fdae.data import get_dataset
 from fdae.metrics import evaluate
 from fdae.train.checkpoint import load_run
 from fdae.train.loop import initial_method, train
+from plugins_cpu import settle_batchnorm  # noqa: E402  (this folder's script, on sys.path)
 
 SIZES = dict(metrics=["factor_vae", "mig"], random_state=0, num_train=1000, num_test=500, num_votes_train=300,
              num_votes_eval=200)
@@ -37,17 +38,6 @@ def scores(method, dataset) -> dict[str, float]:
         out[f"{protocol} FactorVAE"] = res["metrics"]["factor_vae"]["eval_accuracy"]
         out[f"{protocol} MIG"] = res["metrics"]["mig"]["mig"]
     return out
-
-
-def settle_batchnorm(method, dataset, batches: int = 30) -> None:
-    """Estimate an untrained encoder's BatchNorm statistics on training images (no weight
-    changes), so its eval-mode codes are a random encoder's, not a degenerate one's."""
-    gen = torch.Generator().manual_seed(0)
-    method.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            method.representation(dataset.sample_batch(64, gen, torch.device("cpu"))[0])
-    method.eval()
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from fdae.config import EDMConfig, MethodConfig
 from fdae.diffusion import edm
 from fdae.diffusion.unet import UNet
+from fdae.methods.dyga import GaussianAnchors, refit_every
 
 
 @dataclass
@@ -197,11 +198,28 @@ class DiffusionAutoencoder(Method):
     def __init__(self, edm_cfg: EDMConfig):
         super().__init__()
         self.edm_cfg = edm_cfg
+        self.anchors: GaussianAnchors | None = None  # Dynamic Gaussian Anchoring, when on
 
     @classmethod
     def unet_options(cls, method_cfg: Any) -> dict[str, Any]:
         """The U-Net's conditioning inputs this method feeds (cond_channels, latent_dim)."""
         return {}
+
+    @classmethod
+    def anchor_units(cls, method_cfg: Any) -> tuple[int, int] | None:
+        """(units, dims) of the features DyGA anchors (`dyga.enabled`); None: no units."""
+        return None
+
+    def unit_features(self, images: Tensor) -> Tensor:
+        """The un-anchored unit features (B, units, dims) that DyGA's mixtures are fitted to."""
+        raise NotImplementedError
+
+    def periodic_due(self, step: int) -> bool:
+        return self.anchors is not None and step % self.anchors.cfg.every == 0
+
+    def periodic(self, step: int, draw_images, generator: torch.Generator) -> None:
+        """Refit the anchors every `dyga.every` steps on the un-anchored unit features."""
+        refit_every(self, self.anchors, step, draw_images, generator, self.unit_features)
 
     @classmethod
     def build(cls, cfg: Any, in_channels: int, image_size: int) -> "DiffusionAutoencoder":
@@ -213,7 +231,11 @@ class DiffusionAutoencoder(Method):
         spec = make_spec(cfg.unet.preset, in_channels=in_channels, out_channels=in_channels,
                          image_size=image_size, **overrides)
         check_unet_spec(spec)
-        return cls(cfg.method, spec, cfg.edm, in_channels, image_size)
+        model = cls(cfg.method, spec, cfg.edm, in_channels, image_size)
+        units = cls.anchor_units(cfg.method)
+        if units is not None and getattr(cfg, "dyga", None) is not None and cfg.dyga.enabled:
+            model.anchors = GaussianAnchors(*units, cfg.dyga)
+        return model
 
     # --- to implement ---------------------------------------------------------------
     def condition(self, images: Tensor) -> dict[str, Any]:

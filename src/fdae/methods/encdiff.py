@@ -15,15 +15,13 @@ the unit-pca protocol reduces to one PCA dimension per unit, as the DyGA follow-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
-from fdae.config import DygaConfig, EDMConfig, MethodConfig, config_error
+from fdae.config import EDMConfig, MethodConfig, config_error
 from fdae.diffusion.unet import UNet, UNetSpec
 from fdae.methods.base import DiffusionAutoencoder
-from fdae.methods.dyga import GaussianAnchors, refit_every
 from fdae.nn.unit_encoders import DisDiffTrunk, UnitMLPs, WideTrunk
 
 
@@ -68,11 +66,8 @@ class EncDiff(DiffusionAutoencoder):
         return {"context_dim": method_cfg.token_dim}
 
     @classmethod
-    def build(cls, cfg: Any, in_channels: int, image_size: int) -> "EncDiff":
-        model = super().build(cfg, in_channels, image_size)
-        if cfg.dyga.enabled:
-            model.anchors = GaussianAnchors(cfg.method.num_units, cfg.method.token_dim, cfg.dyga)
-        return model
+    def anchor_units(cls, method_cfg: EncDiffConfig) -> tuple[int, int]:
+        return method_cfg.num_units, method_cfg.token_dim  # DyGA anchors the tokens
 
     def __init__(self, cfg: EncDiffConfig, unet_spec: UNetSpec, edm_cfg: EDMConfig,
                  in_channels: int = 3, image_size: int = 64):
@@ -84,7 +79,6 @@ class EncDiff(DiffusionAutoencoder):
         self.units = UnitMLPs(cfg.num_units, [*cfg.unit_widths, cfg.token_dim], cfg.unit_activation,
                               cfg.activate_tokens)
         self.unet = UNet(unet_spec)
-        self.anchors: GaussianAnchors | None = None
 
     @property
     def groups(self) -> list[tuple[str, int]]:
@@ -112,10 +106,6 @@ class EncDiff(DiffusionAutoencoder):
             tokens = codes.reshape(codes.shape[0], self.cfg.num_units, self.cfg.token_dim)
         return {"unet": {"context": tokens}, "codes": codes}
 
-    # --- Dynamic Gaussian Anchoring ---------------------------------------------------
-    def periodic_due(self, step: int) -> bool:
-        return self.anchors is not None and step % self.anchors.cfg.every == 0
-
-    def periodic(self, step: int, draw_images: Callable[[int], Tensor], generator: torch.Generator) -> None:
-        """Refit the anchors every `dyga.every` steps on the un-anchored tokens."""
-        refit_every(self, self.anchors, step, draw_images, generator, lambda x: self.units(self.scalars(x)))
+    def unit_features(self, images: Tensor) -> Tensor:
+        """The un-anchored tokens (B, U, token_dim): what DyGA's mixtures are fitted to."""
+        return self.units(self.scalars(images))

@@ -20,7 +20,6 @@ from typing import ClassVar
 from fdae.config import EDMConfig, MethodConfig, config_error
 from fdae.diffusion.unet import UNet, UNetSpec
 from fdae.methods.base import DiffusionAutoencoder
-from fdae.methods.dyga import GaussianAnchors, refit_every
 from fdae.methods.losses import content_decorrelation_loss, mask_entropy_loss
 from fdae.nn.mask_decoder import MaskDecoder
 from fdae.nn.resnet import ResNet18
@@ -119,17 +118,13 @@ class FDAE(DiffusionAutoencoder):
         return {"cond_channels": method_cfg.adjust_dim}
 
     @classmethod
-    def build(cls, cfg: Any, in_channels: int, image_size: int) -> "FDAE":
-        model = super().build(cfg, in_channels, image_size)
-        if cfg.dyga.enabled:  # Dynamic Gaussian Anchoring of the N content codes
-            model.anchors = GaussianAnchors(cfg.method.num_concepts, cfg.method.content_dim, cfg.dyga)
-        return model
+    def anchor_units(cls, method_cfg: FDAEConfig) -> tuple[int, int]:
+        return method_cfg.num_concepts, method_cfg.content_dim  # DyGA anchors the content codes
 
     def __init__(self, cfg: FDAEConfig, unet_spec: UNetSpec, edm_cfg: EDMConfig,
                  in_channels: int = 3, image_size: int = 64):
         super().__init__(edm_cfg)
         self.cfg = cfg
-        self.anchors: GaussianAnchors | None = None
         if not cfg.use_masks:  # the E+G ablation: no masks to draw or swap
             self.figures = ("reconstructions", "traversals")
         self.cmfnet = CMFNet(cfg, in_channels, image_size)
@@ -181,12 +176,9 @@ class FDAE(DiffusionAutoencoder):
     def condition(self, images: Tensor) -> dict[str, Any]:
         return self.condition_from_codes(*self.codes(images))
 
-    def periodic_due(self, step: int) -> bool:
-        return self.anchors is not None and step % self.anchors.cfg.every == 0
-
-    def periodic(self, step: int, draw_images, generator: torch.Generator) -> None:
-        """Refit the anchors every `dyga.every` steps on the un-anchored content codes."""
-        refit_every(self, self.anchors, step, draw_images, generator, lambda x: self.cmfnet.codes(x)[0])
+    def unit_features(self, images: Tensor) -> Tensor:
+        """The un-anchored content codes (B, N, d_c): what DyGA's mixtures are fitted to."""
+        return self.cmfnet.codes(images)[0]
 
     def extra_losses(self, cond: dict[str, Any]) -> dict[str, tuple[Tensor, float]]:
         """Only the terms whose weight is non-zero are computed (ablations drop them)."""
