@@ -99,6 +99,11 @@ class EncDiff(DiffusionAutoencoder):
         codes = s if self.cfg.representation == "scalars" else tokens.flatten(1)
         return {"unet": {"context": tokens}, "codes": codes, "scalars": s}
 
+    def representation(self, images: Tensor) -> Tensor:
+        """The scalars alone (no tokens) or the flattened, anchored tokens."""
+        s = self.scalars(images)
+        return s if self.cfg.representation == "scalars" else self.tokens_of(s).flatten(1)
+
     def condition_from_flat(self, codes: Tensor) -> dict[str, Any]:
         if self.cfg.representation == "scalars":
             tokens = self.tokens_of(codes)
