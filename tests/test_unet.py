@@ -130,3 +130,24 @@ def test_skip_dropout_is_identity_in_eval_and_drops_whole_channels_in_training()
     keep = (out[:, :, 0, 0] > 0).float().mean().item()
     assert abs(keep - 0.8) < 0.01  # 20,000 draws: std 0.003
     assert abs(out.mean().item() - 1.0) < 0.02
+
+
+def test_latent_shift_is_a_film_of_the_normalised_features():
+    """latent_shift (DisDiff's fields): h <- GN(h + emb) (1 + s(z)) + b(z), s and b one
+    Linear of z; without it the scale alone (Diff-AE's AdaGN)."""
+    from torch import nn
+
+    from fdae.diffusion.unet import ResBlock
+
+    torch.manual_seed(0)
+    x, emb, z = torch.randn(2, 8, 4, 4), torch.randn(2, 16), torch.randn(2, 5)
+    for shift in (True, False):
+        block = ResBlock(8, 8, 16, 0.0, latent_dim=5, latent_shift=shift)
+        assert block.latent.out_features == (16 if shift else 8)
+        block.conv2 = nn.Identity()  # so the output shows the FiLM: x + SiLU(film)
+        seen = {}
+        block.norm2.register_forward_hook(lambda m, i, o: seen.update(n=o))
+        out = block(x, emb, z)
+        params = block.latent(z)[:, :, None, None]
+        film = seen["n"] * (1 + params[:, :8]) + params[:, 8:] if shift else seen["n"] * (1 + params)
+        assert torch.allclose(out, x + torch.nn.functional.silu(film), atol=1e-6)

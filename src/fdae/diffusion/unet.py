@@ -40,6 +40,7 @@ class UNetSpec:
     out_channels: int = 3
     cond_channels: int = 0  # spatial condition map channels (0: none)
     latent_dim: int = 0  # vector latent for AdaGN (0: none)
+    latent_shift: bool = False  # the latent also shifts (FiLM: h (1 + s(z)) + b(z); DisDiff's G)
     context_dim: int = 0  # width of cross-attention condition tokens (0: none)
     skip_dropout: float = 0.0  # Skip Dropout probability p (0: off)
     # resolutions whose skips are dropped; None: the two highest (the "high-resolution levels")
@@ -100,13 +101,14 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float,
-                 latent_dim: int = 0, up: bool = False, down: bool = False):
+                 latent_dim: int = 0, up: bool = False, down: bool = False, latent_shift: bool = False):
         super().__init__()
         self.up, self.down = up, down
+        self.latent_shift = latent_shift
         self.norm1 = _norm(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, cout)
-        self.latent = nn.Linear(latent_dim, cout) if latent_dim else None
+        self.latent = nn.Linear(latent_dim, 2 * cout if latent_shift else cout) if latent_dim else None
         self.norm2 = _norm(cout)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
@@ -126,7 +128,11 @@ class ResBlock(nn.Module):
         h = h + self.emb(emb)[:, :, None, None]
         h = self.norm2(h)
         if self.latent is not None and z is not None:
-            h = h * (1.0 + self.latent(z)[:, :, None, None])
+            if self.latent_shift:
+                scale, shift = self.latent(z)[:, :, None, None].chunk(2, dim=1)
+                h = h * (1.0 + scale) + shift
+            else:
+                h = h * (1.0 + self.latent(z)[:, :, None, None])
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -252,7 +258,7 @@ class UNet(nn.Module):
 
         def level(cin: int, cout: int, res: int, **kw) -> Level:
             attn = attention(cout) if res in spec.attn_resolutions and not kw else None
-            return Level(ResBlock(cin, cout, emb_dim, spec.dropout, zdim, **kw), attn)
+            return Level(ResBlock(cin, cout, emb_dim, spec.dropout, zdim, latent_shift=spec.latent_shift, **kw), attn)
 
         self.down = nn.ModuleList()
         skips = [ch]
@@ -271,8 +277,8 @@ class UNet(nn.Module):
                 skips.append(cur)
                 skip_res.append(res)
         self.mid = nn.ModuleList([
-            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim), attention(cur)),
-            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim), None),
+            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim, latent_shift=spec.latent_shift), attention(cur)),
+            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim, latent_shift=spec.latent_shift), None),
         ])
         # which skip, in the order the decoder takes them, Skip Dropout drops
         dropped = skip_dropout_resolutions(spec)

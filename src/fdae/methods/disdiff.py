@@ -6,8 +6,9 @@ does (REFERENCE.md section 2).
 * Decoder G: a trainable copy of the frozen U-Net's middle and output halves, run on the
   frozen input half's features (its skips). Unit c's copy sees the frozen time embedding
   plus its part embedding, Linear(P[c]) with P = expm(W - W^T) (orthogonal: each unit a
-  direction of its own), and its code z_c through the U-Net's latent path (adaptive
-  group norm, h (1 + s(z_c)); the reference adds a shift too). All N run every step.
+  direction of its own), and its code z_c through a FiLM in every ResBlock, h (1 + s(z_c))
+  + b(z_c) (the reference's second FiLM; fdae's U-Net adds the time embedding where the
+  reference has its first). All N run every step.
 * eps_hat = eps_theta(x_t, t) + k_t sum_c G_c, k_t = -sqrt(alpha_t)(1 - abar_{t-1}) /
   sqrt(1 - abar_t) (PDAE's shift coefficient); L_r = |eps_hat - eps| (L1).
 * Disentangling loss: per sample a unit c; eps_c = eps_theta + d_t G_c, d_t =
@@ -129,7 +130,7 @@ class DisDiff(Method):
         spec = prior.unet.spec
         from dataclasses import replace
 
-        self.fields_net = UNet(replace(spec, latent_dim=d, skip_dropout=0.0))
+        self.fields_net = UNet(replace(spec, latent_dim=d, latent_shift=True, skip_dropout=0.0))
         self.fields_net.down = nn.ModuleList()  # G runs on the frozen input half's features
         self.fields_net.conv_in = None
         self.fields_net.time_embed = None  # the frozen model's time embedding is used
