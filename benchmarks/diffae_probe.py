@@ -1,6 +1,7 @@
 """Does Diff-AE's code hold factor information after N CPU steps? Linear-probe accuracy
 (`fdae.metrics.probe`, mean over factors, 1,500 images) of the tiny Diff-AE preset at 32 px,
-untrained and trained, from the same seed (BENCHMARKS.md, "The CPU study").
+untrained and trained, from the same seed, and whether its decoder uses the code
+(`fdae.metrics.code_use`, the learning test's score) (BENCHMARKS.md, "The CPU study").
 
     .venv/bin/python benchmarks/diffae_probe.py 300 [key=value ...]   # e.g. edm.p_mean=1.0 optim.name=adam
 """
@@ -15,6 +16,7 @@ import torch
 
 from fdae.config import load_config
 from fdae.data import get_dataset
+from fdae.metrics.code_use import code_use
 from fdae.metrics.probe import linear_probe
 from fdae.train.checkpoint import load_run
 from fdae.train.loop import initial_method, train
@@ -38,8 +40,10 @@ def main() -> None:
     untrained = probe_accuracy(initial_method(cfg, dataset).eval(), dataset)
     run = tempfile.mkdtemp() + "/run"
     train(cfg, run, progress=False, tensorboard=False)
-    trained = probe_accuracy(load_run(run, device="cpu").method, dataset)
-    print(f"diffae-tiny {steps} steps {' '.join(extra)}: probe untrained {untrained:.3f}, trained {trained:.3f}")
+    method = load_run(run, device="cpu").method
+    trained = probe_accuracy(method, dataset)
+    print(f"diffae-tiny {steps} steps {' '.join(extra)}: probe untrained {untrained:.3f}, trained {trained:.3f}; "
+          f"code use (fdae.metrics.code_use, sigma 5) {code_use(method, dataset):.3f}")
 
 
 if __name__ == "__main__":

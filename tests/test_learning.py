@@ -38,29 +38,15 @@ DIFFAE_STEPS = 1000
 # decoder must come to use the code. Score: the denoising error with each image's code
 # swapped for another image's, over the error with its own code, at sigma 5 (256
 # shapes3d-synth images at 32 px). The untrained model's zero output convolution gives 1
-# exactly. Measured at 1,000 steps: 1.30 (1.003 at 300 steps, 1.60 at 3,000).
+# exactly (`fdae.metrics.code_use`). Measured: BENCHMARKS.md, "The CPU study"
+# (`benchmarks/diffae_probe.py STEPS` prints it).
 MIN_CODE_USE = 1.12
-
-
-def _code_use(method, dataset, sigma: float = 5.0, n: int = 256) -> float:
-    import numpy as np
-    import torch
-
-    method.eval()
-    images = dataset.images(dataset.sample_factors(n, np.random.RandomState(1)))
-    noisy = images + sigma * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
-    sig = torch.full((n,), sigma)
-    with torch.no_grad():
-        own = method.condition(images)
-        other = method.condition(images.roll(1, dims=0))
-        err_own = ((method.denoise(noisy, sig, own) - images) ** 2).mean()
-        err_other = ((method.denoise(noisy, sig, other) - images) ** 2).mean()
-    return float(err_other / err_own)
 
 
 @pytest.mark.slow
 def test_diffae_learns_to_use_its_code_in_fixed_steps(tmp_path):
     from fdae.data import get_dataset
+    from fdae.metrics.code_use import code_use
     from fdae.train.checkpoint import load_run
     from fdae.train.loop import initial_method, train
 
@@ -68,10 +54,10 @@ def test_diffae_learns_to_use_its_code_in_fixed_steps(tmp_path):
                                       "train.ckpt_every=0", "train.image_every=0", "train.eval_every=0",
                                       "train.ema_decay=0.99"])
     dataset = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
-    untrained = _code_use(initial_method(cfg, dataset), dataset)
+    untrained = code_use(initial_method(cfg, dataset), dataset)
     result = train(cfg, tmp_path / "run", progress=False, tensorboard=False)
     assert result.step == DIFFAE_STEPS and result.skipped_steps == 0
-    trained = _code_use(load_run(tmp_path / "run", device="cpu").method, dataset)
+    trained = code_use(load_run(tmp_path / "run", device="cpu").method, dataset)
     print(f"diffae-tiny, {DIFFAE_STEPS} steps: code use untrained {untrained:.3f}, trained {trained:.3f}")
     assert untrained == pytest.approx(1.0, abs=1e-6)
     assert trained >= MIN_CODE_USE, (untrained, trained)
