@@ -13,6 +13,19 @@ def build_method(cfg: Config, in_channels: int = 3, image_size: int = 64) -> Met
     return method_class(cfg.method.name).build(cfg, in_channels, image_size)
 
 
+def unet_spec(cfg: Config, in_channels: int, image_size: int, **method_options):
+    """The U-Net of a run config: its `unet` preset and overrides, the method's conditioning
+    options, for these images; checked (`check_unet_spec`)."""
+    from fdae.diffusion.unet import make_spec
+
+    overrides = {k: v for k, v in vars(cfg.unet).items() if k != "preset"}
+    overrides.update(method_options)
+    spec = make_spec(cfg.unet.preset, in_channels=in_channels, out_channels=in_channels, image_size=image_size,
+                     **overrides)
+    check_unet_spec(spec)
+    return spec
+
+
 def check_unet_spec(spec) -> None:
     """U-Net shapes that only fail deep inside a forward pass, named before any work."""
     levels = len(spec.channel_mult)
@@ -47,5 +60,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fdae.methods' has no attribute {name!r}")
 
 
-__all__ = ["build_method", "check_unet_spec", "DiffusionAutoencoder", "ExtraOptimizer", "Method", "METHODS",
+__all__ = ["build_method", "check_unet_spec", "unet_spec", "DiffusionAutoencoder", "ExtraOptimizer", "Method", "METHODS",
            "TraversalAxis"]

@@ -223,14 +223,9 @@ class DiffusionAutoencoder(Method):
 
     @classmethod
     def build(cls, cfg: Any, in_channels: int, image_size: int) -> "DiffusionAutoencoder":
-        from fdae.diffusion.unet import make_spec
-        from fdae.methods import check_unet_spec
+        from fdae.methods import unet_spec
 
-        overrides = {k: v for k, v in vars(cfg.unet).items() if k != "preset"}
-        overrides.update(cls.unet_options(cfg.method))
-        spec = make_spec(cfg.unet.preset, in_channels=in_channels, out_channels=in_channels,
-                         image_size=image_size, **overrides)
-        check_unet_spec(spec)
+        spec = unet_spec(cfg, in_channels, image_size, **cls.unet_options(cfg.method))
         model = cls(cfg.method, spec, cfg.edm, in_channels, image_size)
         units = cls.anchor_units(cfg.method)
         if units is not None and getattr(cfg, "dyga", None) is not None and cfg.dyga.enabled:

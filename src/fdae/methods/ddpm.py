@@ -51,14 +51,9 @@ class DDPM(Method):
 
     @classmethod
     def build(cls, cfg: Any, in_channels: int, image_size: int) -> "DDPM":
-        from fdae.diffusion.unet import make_spec
-        from fdae.methods import check_unet_spec
+        from fdae.methods import unet_spec
 
-        overrides = {k: v for k, v in vars(cfg.unet).items() if k != "preset"}
-        spec = make_spec(cfg.unet.preset, in_channels=in_channels, out_channels=in_channels, image_size=image_size,
-                         **overrides)
-        check_unet_spec(spec)
-        return cls(cfg.method, spec)
+        return cls(cfg.method, unet_spec(cfg, in_channels, image_size))
 
     def __init__(self, cfg: DDPMConfig, unet_spec: UNetSpec):
         super().__init__()
@@ -104,9 +99,12 @@ class DDPM(Method):
 
     @property
     def groups(self) -> list[tuple[str, int]]:
-        raise FdaeError("an unconditional DDPM (DisDiff's stage 1) has no representation to evaluate; "
-                        "train DisDiff's stage 2 on it (method.name=disdiff method.pretrained=RUN_DIR) and "
-                        "evaluate that run")
+        raise _no_representation()
 
     def representation(self, images: Tensor) -> Tensor:
-        return self.groups  # raises the message above
+        raise _no_representation()
+
+
+def _no_representation() -> FdaeError:
+    return FdaeError("an unconditional DDPM (DisDiff's stage 1) has no representation to evaluate; train "
+                     "DisDiff's stage 2 on it (method.name=disdiff method.pretrained=RUN_DIR) and evaluate that run")

@@ -54,8 +54,10 @@ class DisDiffTrunk(nn.Module):
 
 
 class WideTrunk(nn.Module):
-    """Conv7x7 (-> width/2), Conv4x4 s2 to width, 2*width x3 (BN + ReLU each), flatten,
-    FC -> 2 * (flat) ... as the DyGA follow-up: 4096 -> 4096 -> 256 at 64 px, width 128."""
+    """Conv7x7 to width/2 channels, then four Conv4x4 stride 2 to width, 2 width, 2 width,
+    2 width (BatchNorm + ReLU after each), flatten (F = 2 width (image_size / 16)^2), then
+    Linear F -> F -> head with ReLUs. Width 128 at 64 px is the DyGA follow-up's
+    64 / 128 / 256 / 256 / 256 trunk and its 4096 -> 4096 -> 256 head."""
 
     def __init__(self, in_channels: int = 3, width: int = 128, image_size: int = 64, head: int = 256):
         super().__init__()

@@ -192,9 +192,12 @@ def _run_slurm(study: Study, st: Status, say, poll_s: float) -> None:
             job.result()
         except Exception as err:  # the job's own failed.json names the error; say where its log is
             say(f"failed: {cell.key} ({type(err).__name__}; job log: {job.paths.stderr})")
-    for cell, job_id in attached:  # no job object to wait on across invocations: poll the scheduler
+    # no job object to wait on across invocations: poll the scheduler (sacct at most twice a
+    # minute on a real cluster, so a long wait does not load its controller)
+    every = poll_s if executor.cluster == "local" else max(poll_s, 30.0)
+    for cell, job_id in attached:
         while _job_active(job_id, executor.cluster, folder) and not _cell_finished(study.cell_dir(cell)):
-            time.sleep(poll_s)
+            time.sleep(every)
 
 
 JOB_FILE = "slurm_job.txt"

@@ -108,53 +108,38 @@ def swap_grid(model: FDAE, row_images: Tensor, col_images: Tensor, steps: int | 
 def concept_swap_figure(model: FDAE, images: Tensor, donors: Tensor, kind: str = "content",
                         steps: int | None = None, seed: int = 0) -> np.ndarray:
     """Row b: image b, donor b, then for each concept n the decode of image b with its
-    concept-n content (or mask) code replaced by the donor's: one column per concept."""
+    concept-n content (or mask) code replaced by the donor's: one column per concept
+    (the unit swaps of FDAE's content_n, or mask_n, groups)."""
     if kind not in ("content", "mask"):
         raise ValueError("kind must be 'content' or 'mask'")
-    model.eval()
-    content, mask = model.codes(images)
-    d_content, d_mask = model.codes(donors)
-    if kind == "mask" and mask is None:
+    if kind == "mask" and not model.cfg.use_masks:
         raise ValueError("mask swaps need a model with masks (method.use_masks=true)")
-    b, n = content.shape[:2]
-    new_c = content[:, None].repeat(1, n, 1, 1)  # (B, N concepts swapped, N, d)
-    new_m = mask[:, None].repeat(1, n, 1, 1) if mask is not None else None
-    for k in range(n):
-        if kind == "content":
-            new_c[:, k, k] = d_content[:, k]
-        else:
-            new_m[:, k, k] = d_mask[:, k]
-    flat_c = new_c.reshape(b * n, *content.shape[1:])
-    flat_m = new_m.reshape(b * n, *mask.shape[1:]) if new_m is not None else None
-    cond = model.condition_from_codes(flat_c, flat_m)
-    out = to_uint8(model.decode(cond, (b * n, *images.shape[1:]), steps,
-                                noise=_shared_noise(model, images, seed)))
-    src, don = to_uint8(images), to_uint8(donors)
-    return tile([[src[i], don[i], *out[i * n:(i + 1) * n]] for i in range(b)])
+    which = [i for i, (name, _) in enumerate(model.groups) if name.startswith(f"{kind}_")]
+    return unit_swap_figure(model, images, donors, steps, seed, which)
 
 
 @torch.no_grad()
 def unit_swap_figure(model: Method, images: Tensor, donors: Tensor, steps: int | None = None,
-                     seed: int = 0) -> np.ndarray:
-    """Row b: image b, donor b, then for each unit (group of the representation) the decode
-    of image b with that unit's code replaced by the donor's, from one shared noise: a
-    disentangled unit changes one attribute, to the donor's value (EncDiff, DisDiff)."""
+                     seed: int = 0, which: list[int] | None = None) -> np.ndarray:
+    """Row b: image b, donor b, then for each unit (group of the representation; `which`:
+    these groups only) the decode of image b with that unit's code replaced by the
+    donor's, from one shared noise: a disentangled unit changes one attribute, to the
+    donor's value (EncDiff, DisDiff; FDAE's concepts)."""
     model.eval()
     codes, d_codes = model.encode(images), model.encode(donors)
+    from fdae.metrics.protocol import group_slices
+
     b = codes.shape[0]
-    slices = []
-    start = 0
-    for _, dims in model.groups:
-        slices.append(slice(start, start + dims))
-        start += dims
-    swapped = codes[:, None].repeat(1, len(slices), 1)  # (B, units, d)
+    slices = group_slices(model.groups)
+    slices = [slices[i] for i in which] if which is not None else slices
+    n = len(slices)
+    swapped = codes[:, None].repeat(1, n, 1)  # (B, units, d)
     for u, sl in enumerate(slices):
         swapped[:, u, sl] = d_codes[:, sl]
-    flat = swapped.reshape(b * len(slices), -1)
+    flat = swapped.reshape(b * n, -1)
     out = to_uint8(model.decode_codes(flat, (flat.shape[0], *images.shape[1:]), steps,
                                       noise=_shared_noise(model, images, seed)))
     src, don = to_uint8(images), to_uint8(donors)
-    n = len(slices)
     return tile([[src[i], don[i], *out[i * n:(i + 1) * n]] for i in range(b)])
 
 
