@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fdae.errors import FdaeError
 
-COMMANDS = ("data", "methods", "train", "eval", "sample", "viz", "demo", "study")
+COMMANDS = ("data", "methods", "train", "eval", "sample", "viz", "navigate", "demo", "study")
 
 
 def python_module_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
