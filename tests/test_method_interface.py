@@ -36,7 +36,7 @@ def test_a_field_of_another_method_is_refused_by_name():
     assert "method.num_concepts" in msg and "fdae" in msg and "beta-vae" in msg and "beta" in msg
     with pytest.raises(FdaeError, match="no method has it"):
         load_config("shapes3d-tiny", ["method.bogus=1"])
-    with pytest.raises(FdaeError, match="choose one of fdae, diffae, encdiff, ddpm, disdiff, beta-vae"):
+    with pytest.raises(FdaeError, match="choose one of fdae, diffae, encdiff, ddpm, disdiff, cldis, beta-vae"):
         load_config(None, ["method.name=vae"])
 
 
@@ -70,7 +70,7 @@ def test_switching_method_in_overrides_starts_from_its_defaults_and_saves_only_i
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_builds_and_takes_a_step(name):
     extra = ["unet.preset=tiny", "unet.channels=16", "unet.channel_mult=[1,1]", "unet.attn_resolutions=[]",
-             "method.encoder_width=8"] if name in ("fdae", "diffae") else []
+             "method.encoder_width=8"] if name in ("fdae", "diffae", "cldis") else []
     if name == "fdae":
         extra += ["method.num_concepts=2", "method.content_dim=4", "method.mask_dim=4", "method.adjust_dim=4",
                   "method.mask_decoder_width=12"]

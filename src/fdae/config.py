@@ -74,6 +74,7 @@ METHODS: dict[str, str] = {
     "encdiff": "fdae.methods.encdiff:EncDiff",
     "ddpm": "fdae.methods.ddpm:DDPM",
     "disdiff": "fdae.methods.disdiff:DisDiff",
+    "cldis": "fdae.methods.cldis:CLDis",
     "beta-vae": "fdae.methods.vae.beta_vae:BetaVAE",
     "annealed-vae": "fdae.methods.vae.annealed_vae:AnnealedVAE",
     "beta-tcvae": "fdae.methods.vae.beta_tcvae:BetaTCVAE",
