@@ -368,6 +368,13 @@ def run(args: argparse.Namespace) -> int:
         return run_probe(args)
     quiet = getattr(args, "quiet", False)
     say = (lambda msg: None) if quiet else (lambda msg: _write(f"[eval] {msg}"))
+    tracking, rest = split_content_tracking(args.metrics)
+    tracked = None
+    if tracking:
+        tracked = run_content_tracking(args, say, alone=rest is None)
+        if rest is None:
+            return 0
+        args.metrics = rest
     device = resolve_device(args.device, source="--device")
     run_dir = apply_run_settings(args, say)
     _check_outputs(args)
@@ -426,6 +433,8 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     result = partial.merge(result)
     result["metrics"] = {m: result["metrics"][m] for m in names if m in result["metrics"]}
+    if tracked is not None:
+        result["metrics"]["content_tracking"] = tracked
     result["representation"] = {"spec": args.representation, "description": description}
     result["dataset"]["data_root"] = args.data_root
     kind = result["dataset"].get("procedural")
@@ -454,6 +463,74 @@ def _step_of_description(description: str) -> int:
 
     found = re.search(r"\(step (\d+)", description)
     return int(found.group(1)) if found else 0
+
+
+CONTENT_TRACKING = ("content_tracking", "content-tracking")
+
+
+def split_content_tracking(metrics: str | None) -> tuple[bool, str | None]:
+    """Whether --metrics asks for content tracking, and the other metrics it names (None: none)."""
+    if not metrics:
+        return False, metrics
+    names = [m for m in metrics.replace(" ", "").split(",") if m]
+    rest = [m for m in names if m not in CONTENT_TRACKING]
+    if len(rest) == len(names):
+        return False, metrics
+    return True, (",".join(rest) or None)
+
+
+def run_content_tracking(args: argparse.Namespace, say, alone: bool) -> dict:
+    """`fdae eval RUN_DIR --metrics content_tracking`: the label-free score
+    (`fdae.metrics.content_tracking`) of a trained run, on its own dataset or --dataset
+    (any dataset, image folders without labels included). Printed, and saved (to --out
+    when it is the only metric, else RUN_DIR/eval_results/) as it finishes."""
+    from fdae.metrics.content_tracking import content_tracking
+    from fdae.train.checkpoint import load_run
+
+    spec = args.representation
+    if spec in REFERENCE_REPRESENTATIONS or not os.path.exists(spec):
+        raise FdaeError(f"content tracking decodes moved codes, so it needs a trained run directory; {spec!r} is "
+                        "not one (give RUN_DIR)")
+    if args.out and alone:
+        from fdae.errors import require_output_file
+
+        require_output_file(args.out, "--out", (".json",))
+    device = resolve_device(args.device, source="--device")
+    dataset = load_dataset(args.dataset, args.data_root, spec) if args.dataset else None
+    loaded = load_run(spec, device=device, dataset=dataset)
+    method = loaded.method.eval()
+    dataset = dataset if dataset is not None else loaded.dataset
+    axes, axes_note = None, "the method's traversal axes"
+    if args.ct_axes == "navigation":
+        from fdae.navigation import load_navigation
+
+        navigator = load_navigation(loaded.run_dir, device)
+        if navigator is None:
+            raise FdaeError(f"--ct-axes navigation reads {loaded.run_dir}/navigation.pt, which does not exist; run "
+                            f"`fdae navigate {loaded.run_dir}` first")
+        gen = __import__("torch").Generator().manual_seed(args.seed or 0)
+        sample = dataset.sample_batch(args.ct_images, gen)[0].to(device)
+        axes, axes_note = navigator.axes(method.encode(sample)), "the navigation directions"
+    seed = 0 if args.seed is None else args.seed
+    say(f"content tracking of {loaded.run_dir} (step {loaded.step}) on {getattr(dataset, 'name', dataset)}: "
+        f"{args.ct_images} images, {axes_note}, {args.ct_steps} sampling steps")
+    result = content_tracking(method, dataset, num_images=args.ct_images, units=args.ct_units,
+                              steps=args.ct_steps, seed=seed, axes=axes, device=device)
+    result["axes_source"] = args.ct_axes
+    print(f"{spec} on {getattr(dataset, 'name', dataset)}, content tracking (no labels), seed {seed}")
+    print(f"tracking     {result['tracking']:.4f}\nconsistency  {result['consistency']:.4f}\n"
+          f"active units {result['active_units']} of {result['units']}")
+    out = args.out if (args.out and alone) else os.path.join(
+        str(loaded.run_dir), "eval_results", f"step_{loaded.step:08d}-content_tracking-seed{seed}.json")
+    from fdae.errors import writing
+    from fdae.metrics.utils import write_json
+
+    with writing(out, "pass --out FILE.json somewhere writable"):
+        write_json({"representation": {"spec": spec, "step": loaded.step},
+                    "dataset": {"name": getattr(dataset, "name", None)},
+                    "metrics": {"content_tracking": result}}, out)
+    print(f"wrote {out}")
+    return result
 
 
 def format_probe(result: dict) -> str:
@@ -538,7 +615,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "(default: a run's eval.protocol, else dlib)")
     p.add_argument("--metrics", default=None,
                    help="comma-separated subset of dci,mig,sap,modularity,factor_vae,beta_vae (default: a run's "
-                        "eval.metrics under its own protocol, else all of the protocol)")
+                        "eval.metrics under its own protocol, else all of the protocol); content_tracking, the "
+                        "label-free score of a trained run, works on any dataset, image folders without labels too")
     p.add_argument("--num-train", type=int, default=None,
                    help="training samples / votes (default: a run's eval.num_train, else 10000)")
     p.add_argument("--num-test", type=int, default=None,
@@ -567,6 +645,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pca-dims", type=int, default=36, help="--probe: PCA dimensions of the content codes (default 36)")
     p.add_argument("--test-fraction", type=float, default=0.25,
                    help="--probe: fraction of the labelled images held out (default 0.25)")
+    p.add_argument("--ct-images", type=int, default=64,
+                   help="content_tracking: images whose codes are moved (default 64)")
+    p.add_argument("--ct-units", type=int, default=10,
+                   help="content_tracking: at most this many of the method's axes (default 10)")
+    p.add_argument("--ct-steps", type=int, default=10,
+                   help="content_tracking: sampling steps of a diffusion decoder (default 10)")
+    p.add_argument("--ct-axes", choices=("units", "navigation"), default="units",
+                   help="content_tracking: move the method's own units / principal directions (default), or the "
+                        "directions `fdae navigate RUN_DIR` found")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run)
     return p
