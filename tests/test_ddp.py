@@ -1,6 +1,7 @@
 """DDP: two gloo processes on the CPU make the same update as one process that
-accumulates the same two shards (`train.grad_accum=2`), for Diff-AE and for FactorVAE
-(whose discriminator has its own optimizer, stepped in the same step)."""
+accumulates the same two shards (`train.grad_accum=2`), for Diff-AE, for FactorVAE
+(whose discriminator has its own optimizer, stepped in the same step) and for CL-Dis
+(two networks, two optimizers, and the feedback measured between steps on every rank)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ def _cfg(method: str = "diffae", **kw):
 
         return load_config("factor-vae-dsprites-synth", ["data.image_size=32", "train.image_every=0",
                                                          "train.device=cpu", *common])
+    if method == "cldis":
+        from fdae.config import load_config
+
+        return load_config("cldis-dsprites-synth", [
+            "data.image_size=16", "method.encoder_width=8", "method.distill_dims=3", "method.free_dims=2",
+            "method.feedback_every=2", "method.feedback_batch=4", "unet.channels=16", "train.image_every=0",
+            "train.device=cpu", *common])
     return tiny_cfg("data.name=dsprites-synth", *common)
 
 
@@ -48,7 +56,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-@pytest.mark.parametrize("method", ["diffae", "factor-vae"])
+@pytest.mark.parametrize("method", ["diffae", "factor-vae", "cldis"])
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, method):
     ddp_dir = tmp_path / "ddp"
     mp.spawn(_worker, args=(2, _free_port(), str(ddp_dir), str(Path(__file__).parent), method), nprocs=2, join=True)
@@ -80,8 +88,9 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     # The checkpoint holds both ranks' random streams (for an exact resume).
     data = torch.load(latest_checkpoint(ddp_dir), weights_only=True)
     assert [r["shards"] for r in data["ranks"]] == [[0], [1]]
-    if method == "factor-vae":  # the discriminator's optimizer state is the same too
+    extra = {"factor-vae": "discriminator", "cldis": "vae"}.get(method)
+    if extra:  # the extra optimizer's state is the same too
         single_data = torch.load(single.checkpoint, weights_only=True)
-        for k, state in data["extra_optimizers"]["discriminator"]["state"].items():
-            other = single_data["extra_optimizers"]["discriminator"]["state"][k]
+        for k, state in data["extra_optimizers"][extra]["state"].items():
+            other = single_data["extra_optimizers"][extra]["state"][k]
             assert float((state["exp_avg"] - other["exp_avg"]).abs().max()) < 1e-5
