@@ -133,8 +133,10 @@ def test_skip_dropout_is_identity_in_eval_and_drops_whole_channels_in_training()
 
 
 def test_latent_shift_is_a_film_of_the_normalised_features():
-    """latent_shift (DisDiff's fields): h <- GN(h + emb) (1 + s(z)) + b(z), s and b one
-    Linear of z; without it the scale alone (Diff-AE's AdaGN)."""
+    """ADM's scale-shift norm, then the latent's FiLM (latent_shift, DisDiff's fields):
+    h <- (GN(h) (1 + s_t) + b_t) (1 + s(z)) + b(z), s_t, b_t one Linear of the time
+    embedding and s, b one Linear of z; without latent_shift the scale alone (Diff-AE's
+    AdaGN: h <- (GN(h) (1 + s_t) + b_t) (1 + s(z)))."""
     from torch import nn
 
     from fdae.diffusion.unet import ResBlock
@@ -144,10 +146,59 @@ def test_latent_shift_is_a_film_of_the_normalised_features():
     for shift in (True, False):
         block = ResBlock(8, 8, 16, 0.0, latent_dim=5, latent_shift=shift)
         assert block.latent.out_features == (16 if shift else 8)
+        assert block.emb.out_features == 16  # scale and shift per channel
         block.conv2 = nn.Identity()  # so the output shows the FiLM: x + SiLU(film)
         seen = {}
         block.norm2.register_forward_hook(lambda m, i, o: seen.update(n=o))
         out = block(x, emb, z)
+        t_scale, t_shift = block.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        timed = seen["n"] * (1 + t_scale) + t_shift
         params = block.latent(z)[:, :, None, None]
-        film = seen["n"] * (1 + params[:, :8]) + params[:, 8:] if shift else seen["n"] * (1 + params)
+        film = timed * (1 + params[:, :8]) + params[:, 8:] if shift else timed * (1 + params)
         assert torch.allclose(out, x + torch.nn.functional.silu(film), atol=1e-6)
+
+
+def test_additive_embedding_is_the_official_fdae_block_and_refused_before_one_channel_groups():
+    """scale_shift=False: h <- GN(h + e_t) (the official FDAE generator, kept by the
+    `paper` preset); refused where a group holds one channel, since the norm would subtract
+    the added embedding exactly."""
+    from torch import nn
+
+    from fdae.diffusion.unet import ResBlock, check_conditioning, norm_groups
+
+    torch.manual_seed(0)
+    x, emb = torch.randn(2, 8, 4, 4), torch.randn(2, 16)
+    block = ResBlock(8, 8, 16, 0.0, scale_shift=False, norm_channels=4)
+    assert block.emb.out_features == 8 and block.norm2.num_groups == 2
+    block.conv2 = nn.Identity()
+    h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
+    want = x + torch.nn.functional.silu(block.norm2(h + block.emb(emb)[:, :, None, None]))
+    assert torch.allclose(block(x, emb, None), want, atol=1e-6)
+    with pytest.raises(ValueError, match="one-channel GroupNorm"):
+        ResBlock(8, 8, 16, 0.0, scale_shift=False, norm_channels=1)
+    with pytest.raises(ValueError, match="would not hear its noise level"):
+        check_conditioning(make_spec("tiny", channels=16, scale_shift=False, norm_channels=1))
+    check_conditioning(make_spec("tiny", channels=16, scale_shift=True, norm_channels=1))  # after the norm: fine
+    from fdae.config import load_config, preset_path
+    from fdae.errors import FdaeError
+    from fdae.methods import build_method
+
+    cfg = load_config(preset_path("shapes3d-tiny"), ["unet.scale_shift=false", "unet.norm_channels=1"])
+    with pytest.raises(FdaeError, match="unet.scale_shift=true"):
+        build_method(cfg, 3, 32)
+    # groups: as many as possible (at most 32) of at least norm_channels channels
+    assert [norm_groups(c, 4) for c in (16, 32, 48, 64, 96, 192, 960, 3)] == [4, 8, 12, 16, 24, 32, 32, 1]
+    assert [norm_groups(c, 1) for c in (16, 48, 192)] == [16, 24, 32]
+
+
+def test_paper_preset_keeps_the_official_layout():
+    """The official generator adds the time embedding before GroupNorm32: 32 groups at every
+    width of the paper U-Net (all multiples of 64), as before the scale-shift option."""
+    from fdae.nn.norm import GroupNorm32
+
+    spec = make_spec("paper", image_size=16, cond_channels=80)
+    assert spec.scale_shift is False
+    net = UNet(spec)
+    norms = [m for m in net.modules() if isinstance(m, GroupNorm32)]
+    assert norms and all(m.num_groups == 32 for m in norms)
+    assert all(m.emb.out_features == m.conv1.out_channels for m in net.modules() if hasattr(m, "emb"))

@@ -50,6 +50,10 @@ class UNetConfig:
     # resolutions (null: the two highest), training only
     skip_dropout: float | None = None
     skip_dropout_resolutions: list[int] | None = None
+    # how the noise level enters each ResBlock: ADM's scale-shift norm (true, every preset
+    # but `paper`) or added before the norm (false, the official FDAE generator)
+    scale_shift: bool | None = None
+    norm_channels: int | None = None  # the fewest channels in a GroupNorm group (4)
 
 
 @dataclass
@@ -472,7 +476,7 @@ def validate(cfg: Config) -> Config:
         if not value > 0:
             raise config_error(key, "> 0", value, _HINTS.get(key, f"set {key} to a positive value"))
     for key, value in (("unet.channels", u.channels), ("unet.num_blocks", u.num_blocks),
-                       ("unet.head_channels", u.head_channels)):
+                       ("unet.head_channels", u.head_channels), ("unet.norm_channels", u.norm_channels)):
         if value is not None and not value >= 1:
             raise config_error(key, ">= 1 or null (null keeps the preset's)", value, f"set {key}=null or a positive integer")
     for key, value in (("unet.channel_mult", u.channel_mult), ("unet.attn_resolutions", u.attn_resolutions),

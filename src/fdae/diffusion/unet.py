@@ -8,7 +8,13 @@ Three ways to condition it, chosen per method:
   * a set of condition tokens (B, N, context_dim) read by cross-attention (EncDiff, the
     LDM layout): with `context_dim > 0` the attention at `attn_resolutions` and in the
     middle becomes a transformer block (self-attention, cross-attention, feed-forward).
-The noise level enters every ResBlock additively through a sinusoidal embedding.
+The noise level enters every ResBlock through a sinusoidal embedding, by default as ADM's
+scale-shift norm, `GN(h) * (1 + s_t) + b_t`, after the norm, so no normalisation can remove
+it; the method's own FiLM (Diff-AE's AdaGN, DisDiff's `* (1 + s_z) + b_z`) follows it, as in
+ADM, Diff-AE and DisDiff's code. The `paper` preset keeps the official FDAE generator's
+additive embedding (`GN(h + e_t)`), harmless there because its 32 groups hold 6 or more
+channels each; an additive embedding before a one-channel group (an instance norm, which
+subtracts it exactly) is refused (`check_conditioning`).
 
 Skip Dropout (the DyGA paper's plug-in) drops whole channels of the skip connections at
 the chosen resolutions in training, so the decoder has to rely on its conditioning.
@@ -46,11 +52,17 @@ class UNetSpec:
     # resolutions whose skips are dropped; None: the two highest (the "high-resolution levels")
     skip_dropout_resolutions: tuple[int, ...] | None = None
     time_scale: float = 1000.0  # the embedding sees time_scale * c_noise (official FDAE)
+    # ADM's use_scale_shift_norm: the noise level's embedding scales and shifts the
+    # normalised features (True) or is added before the norm (False: the official FDAE)
+    scale_shift: bool = True
+    # every GroupNorm has as many groups as possible, at most 32, of at least this many
+    # channels each (32 groups of 6 at the paper's 192 channels; 4 of 4 at 16 channels)
+    norm_channels: int = 4
 
 
 PRESETS: dict[str, UNetSpec] = {
     # The official FDAE generator: 281.5 M parameters with an 80-channel condition map.
-    "paper": UNetSpec(),
+    "paper": UNetSpec(scale_shift=False),
     # Sized for minutes of training on one GPU (see BENCHMARKS.md).
     "fast": UNetSpec(channels=96, channel_mult=(1, 2, 3, 4), num_blocks=2,
                      attn_resolutions=(16, 8), head_channels=64, dropout=0.0),
@@ -68,8 +80,34 @@ def make_spec(preset: str, **overrides) -> UNetSpec:
     return replace(PRESETS[preset], **clean)
 
 
-def _norm(ch: int) -> nn.GroupNorm:
-    return GroupNorm32(math.gcd(32, ch), ch)
+def norm_groups(ch: int, min_channels: int = 4, max_groups: int = 32) -> int:
+    """The number of GroupNorm groups for `ch` channels: the most groups, at most
+    `max_groups`, that divide `ch` into groups of at least `min_channels` channels (one
+    group when `ch` is below `min_channels`). 32 for every width of the paper's U-Net, as
+    the official GroupNorm32."""
+    for groups in range(min(max_groups, ch), 0, -1):
+        if ch % groups == 0 and ch // groups >= min_channels:
+            return groups
+    return 1
+
+
+def _norm(ch: int, min_channels: int) -> nn.GroupNorm:
+    return GroupNorm32(norm_groups(ch, min_channels), ch)
+
+
+def check_conditioning(spec: UNetSpec) -> None:
+    """Refuse an additive noise embedding before a GroupNorm of one channel per group: that
+    norm subtracts each channel's mean, so it removes the added embedding exactly and the
+    network never sees its noise level (the small U-Nets once trained that way)."""
+    if spec.scale_shift:
+        return
+    for width in sorted({spec.channels * m for m in spec.channel_mult}):
+        if width // norm_groups(width, spec.norm_channels) < 2:
+            raise ValueError(
+                f"unet.scale_shift=false adds the noise embedding before a GroupNorm of one channel per group "
+                f"at {width} channels (unet.norm_channels={spec.norm_channels}), which removes it: the network "
+                "would not hear its noise level; set unet.scale_shift=true (ADM's scale-shift norm) or "
+                "unet.norm_channels to 2 or more")
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -100,16 +138,25 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 class ResBlock(nn.Module):
+    """ADM's residual block. The noise embedding `emb` is projected per channel and applied
+    as a scale and shift after the second norm (`scale_shift`), or added before it (the
+    official FDAE generator); the latent's FiLM, when the block has one, comes after."""
+
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float,
-                 latent_dim: int = 0, up: bool = False, down: bool = False, latent_shift: bool = False):
+                 latent_dim: int = 0, up: bool = False, down: bool = False, latent_shift: bool = False,
+                 scale_shift: bool = True, norm_channels: int = 4):
         super().__init__()
         self.up, self.down = up, down
         self.latent_shift = latent_shift
-        self.norm1 = _norm(cin)
+        self.scale_shift = scale_shift
+        self.norm1 = _norm(cin, norm_channels)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, cout)
+        self.emb = nn.Linear(emb_dim, 2 * cout if scale_shift else cout)
         self.latent = nn.Linear(latent_dim, 2 * cout if latent_shift else cout) if latent_dim else None
-        self.norm2 = _norm(cout)
+        self.norm2 = _norm(cout, norm_channels)
+        if not scale_shift and cout // self.norm2.num_groups < 2:
+            raise ValueError(f"an additive noise embedding before a one-channel GroupNorm ({cout} channels in "
+                             f"{self.norm2.num_groups} groups) is removed by the norm; use scale_shift")
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -125,8 +172,12 @@ class ResBlock(nn.Module):
         h = F.silu(self.norm1(x))
         h = self.conv1(self._resample(h))
         x = self._resample(x)
-        h = h + self.emb(emb)[:, :, None, None]
-        h = self.norm2(h)
+        e = self.emb(emb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1.0 + scale) + shift
+        else:
+            h = self.norm2(h + e)
         if self.latent is not None and z is not None:
             if self.latent_shift:
                 scale, shift = self.latent(z)[:, :, None, None].chunk(2, dim=1)
@@ -140,10 +191,10 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over pixels via scaled_dot_product_attention."""
 
-    def __init__(self, ch: int, head_channels: int):
+    def __init__(self, ch: int, head_channels: int, norm_channels: int = 4):
         super().__init__()
         self.heads = max(1, ch // head_channels)
-        self.norm = _norm(ch)
+        self.norm = _norm(ch, norm_channels)
         self.qkv = nn.Linear(ch, 3 * ch)
         self.proj = _zero(nn.Linear(ch, ch))
 
@@ -186,10 +237,10 @@ class Transformer(nn.Module):
     pre-LayerNorm and residual. proj_out starts at zero, so a new block is the identity
     and the tokens' influence is learned."""
 
-    def __init__(self, ch: int, head_channels: int, context_dim: int):
+    def __init__(self, ch: int, head_channels: int, context_dim: int, norm_channels: int = 4):
         super().__init__()
         heads = max(1, ch // head_channels)
-        self.norm = _norm(ch)
+        self.norm = _norm(ch, norm_channels)
         self.proj_in = nn.Linear(ch, ch)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(ch), nn.LayerNorm(ch), nn.LayerNorm(ch)
         self.self_attn = CrossAttention(ch, ch, heads)
@@ -235,6 +286,7 @@ class Level(nn.Module):
 class UNet(nn.Module):
     def __init__(self, spec: UNetSpec):
         super().__init__()
+        check_conditioning(spec)
         self.spec = spec
         ch = spec.channels
         emb_dim = 4 * ch
@@ -253,12 +305,16 @@ class UNet(nn.Module):
 
         def attention(c: int) -> Attention | Transformer:
             if spec.context_dim:
-                return Transformer(c, spec.head_channels, spec.context_dim)
-            return Attention(c, spec.head_channels)
+                return Transformer(c, spec.head_channels, spec.context_dim, spec.norm_channels)
+            return Attention(c, spec.head_channels, spec.norm_channels)
+
+        def resblock(cin: int, cout: int, **kw) -> ResBlock:
+            return ResBlock(cin, cout, emb_dim, spec.dropout, zdim, latent_shift=spec.latent_shift,
+                            scale_shift=spec.scale_shift, norm_channels=spec.norm_channels, **kw)
 
         def level(cin: int, cout: int, res: int, **kw) -> Level:
             attn = attention(cout) if res in spec.attn_resolutions and not kw else None
-            return Level(ResBlock(cin, cout, emb_dim, spec.dropout, zdim, latent_shift=spec.latent_shift, **kw), attn)
+            return Level(resblock(cin, cout, **kw), attn)
 
         self.down = nn.ModuleList()
         skips = [ch]
@@ -277,8 +333,8 @@ class UNet(nn.Module):
                 skips.append(cur)
                 skip_res.append(res)
         self.mid = nn.ModuleList([
-            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim, latent_shift=spec.latent_shift), attention(cur)),
-            Level(ResBlock(cur, cur, emb_dim, spec.dropout, zdim, latent_shift=spec.latent_shift), None),
+            Level(resblock(cur, cur), attention(cur)),
+            Level(resblock(cur, cur), None),
         ])
         # which skip, in the order the decoder takes them, Skip Dropout drops
         dropped = skip_dropout_resolutions(spec)
@@ -294,7 +350,7 @@ class UNet(nn.Module):
                         level(cur, cur, res, up=True) if spec.resblock_updown else Level(_Upsample(cur), None)
                     )
                     res *= 2
-        self.out = nn.Sequential(_norm(cur), nn.SiLU(), _zero(nn.Conv2d(cur, spec.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(_norm(cur, spec.norm_channels), nn.SiLU(), _zero(nn.Conv2d(cur, spec.out_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, noise_labels: Tensor, cond_map: Tensor | None = None,
                 latent: Tensor | None = None, context: Tensor | None = None) -> Tensor:

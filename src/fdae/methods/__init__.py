@@ -28,6 +28,12 @@ def unet_spec(cfg: Config, in_channels: int, image_size: int, **method_options):
 
 def check_unet_spec(spec) -> None:
     """U-Net shapes that only fail deep inside a forward pass, named before any work."""
+    from fdae.diffusion.unet import check_conditioning
+
+    try:
+        check_conditioning(spec)
+    except ValueError as err:
+        raise FdaeError(str(err)) from None
     levels = len(spec.channel_mult)
     halvings = 2 ** (levels - 1)
     if spec.image_size % halvings:
