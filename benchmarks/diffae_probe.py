@@ -11,23 +11,14 @@ from __future__ import annotations
 import sys
 import tempfile
 
-import numpy as np
 import torch
 
 from fdae.config import load_config
 from fdae.data import get_dataset
 from fdae.metrics.code_use import code_use
-from fdae.metrics.probe import linear_probe
+from fdae.metrics.probe import probe_ground_truth
 from fdae.train.checkpoint import load_run
 from fdae.train.loop import initial_method, train
-
-
-def probe_accuracy(method, dataset) -> float:
-    factors = dataset.sample_factors(1500, np.random.RandomState(0))
-    with torch.no_grad():
-        codes = np.concatenate([method.encode(dataset.images(factors[i : i + 250])).numpy()
-                                for i in range(0, 1500, 250)])
-    return linear_probe(codes, factors, groups=method.groups, random_state=0)["mean_accuracy"]
 
 
 def main() -> None:
@@ -37,11 +28,11 @@ def main() -> None:
                                       "train.ckpt_every=0", "train.image_every=0", "train.eval_every=0",
                                       "train.ema_decay=0.99", *extra])
     dataset = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
-    untrained = probe_accuracy(initial_method(cfg, dataset).eval(), dataset)
+    untrained = probe_ground_truth(initial_method(cfg, dataset).eval(), dataset)
     run = tempfile.mkdtemp() + "/run"
     train(cfg, run, progress=False, tensorboard=False)
     method = load_run(run, device="cpu").method
-    trained = probe_accuracy(method, dataset)
+    trained = probe_ground_truth(method, dataset)
     print(f"diffae-tiny {steps} steps {' '.join(extra)}: probe untrained {untrained:.3f}, trained {trained:.3f}; "
           f"code use (fdae.metrics.code_use, sigma 5) {code_use(method, dataset):.3f}")
 

@@ -32,21 +32,24 @@ def test_demo_preset_learns_disentangled_codes_in_fixed_steps(tmp_path):
 
 
 DIFFAE_STEPS = 1000
-# Diff-AE's single code does not disentangle (FDAE's Table 2: DCI .114 on Shapes3D) and at
-# CPU sizes it is not even more linearly informative than its untrained encoder
-# (BENCHMARKS.md, "The CPU study"). What it must learn is to be an autoencoder: the
-# decoder must come to use the code. Score: the denoising error with each image's code
-# swapped for another image's, over the error with its own code, at sigma 5 (256
-# shapes3d-synth images at 32 px). The untrained model's zero output convolution gives 1
-# exactly (`fdae.metrics.code_use`). Measured after 1,000 steps: 1.22 on one thread, 1.30 on
-# two (1.005 after 300, 1.62 after 3,000; BENCHMARKS.md, "The CPU study").
-MIN_CODE_USE = 1.12
+# Diff-AE's single code does not disentangle (FDAE's Table 2: DCI .114 on Shapes3D), but
+# after 1,000 CPU steps (preset diffae-tiny at 32 px, seed 0, one thread) its code must
+# be more linearly informative about the factors than its untrained encoder's, and its
+# decoder must use it. Measured (BENCHMARKS.md, "The CPU study"): linear probe 0.382 ->
+# 0.422 (seeds 1 and 2: +0.003, +0.020); code use (`fdae.metrics.code_use`: the denoising
+# error at sigma 5 with each image's code swapped for another image's, over the error with
+# its own; exactly 1 untrained) 3.65 (seeds 1, 2: 3.90, 4.54). The U-Net whose ResBlocks
+# lost the noise level in one-channel group norms gave 0.392 and 2.99 with this preset
+# (and 0.37 and 1.22 with EDM's p_mean -1.2), so both floors fail on it.
+DIFFAE_MIN_PROBE_GAIN = 0.02
+DIFFAE_MIN_CODE_USE = 3.3
 
 
 @pytest.mark.slow
-def test_diffae_learns_to_use_its_code_in_fixed_steps(tmp_path):
+def test_diffae_learns_an_informative_code_that_its_decoder_uses_in_fixed_steps(tmp_path):
     from fdae.data import get_dataset
     from fdae.metrics.code_use import code_use
+    from fdae.metrics.probe import probe_ground_truth
     from fdae.train.checkpoint import load_run
     from fdae.train.loop import initial_method, train
 
@@ -54,13 +57,17 @@ def test_diffae_learns_to_use_its_code_in_fixed_steps(tmp_path):
                                       "train.ckpt_every=0", "train.image_every=0", "train.eval_every=0",
                                       "train.ema_decay=0.99"])
     dataset = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
-    untrained = code_use(initial_method(cfg, dataset), dataset)
+    untrained_model = initial_method(cfg, dataset)
+    untrained, untrained_probe = code_use(untrained_model, dataset), probe_ground_truth(untrained_model.eval(), dataset)
     result = train(cfg, tmp_path / "run", progress=False, tensorboard=False)
     assert result.step == DIFFAE_STEPS and result.skipped_steps == 0
-    trained = code_use(load_run(tmp_path / "run", device="cpu").method, dataset)
-    print(f"diffae-tiny, {DIFFAE_STEPS} steps: code use untrained {untrained:.3f}, trained {trained:.3f}")
+    method = load_run(tmp_path / "run", device="cpu").method
+    trained, trained_probe = code_use(method, dataset), probe_ground_truth(method, dataset)
+    print(f"diffae-tiny, {DIFFAE_STEPS} steps: code use {untrained:.3f} -> {trained:.3f}, "
+          f"probe {untrained_probe:.3f} -> {trained_probe:.3f}")
     assert untrained == pytest.approx(1.0, abs=1e-6)
-    assert trained >= MIN_CODE_USE, (untrained, trained)
+    assert trained >= DIFFAE_MIN_CODE_USE, (untrained, trained)
+    assert trained_probe >= untrained_probe + DIFFAE_MIN_PROBE_GAIN, (untrained_probe, trained_probe)
 
 
 CLDIS_STEPS = 500

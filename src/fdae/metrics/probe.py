@@ -158,3 +158,16 @@ def probe_folder(dataset, encode, groups=None, device=None, batch_size: int = 25
     out["dataset"] = {"name": dataset.name, "num_images": len(dataset), "num_labelled": int(len(rows)),
                       "labels_file": str(labels.path), "unmatched_label_rows": len(labels.unmatched)}
     return out
+
+
+def probe_ground_truth(method, dataset, n: int = 1500, seed: int = 0, batch_size: int = 250) -> float:
+    """Mean held-out accuracy of the linear probe of `method`'s codes for the factors of a
+    ground-truth dataset: n images drawn with RandomState(seed), the probe's own split and
+    classifier seeded the same (Diff-AE's learning test and benchmarks/diffae_probe.py)."""
+    import torch
+
+    factors = dataset.sample_factors(n, np.random.RandomState(seed))
+    with torch.no_grad():
+        codes = np.concatenate([method.encode(dataset.images(factors[i:i + batch_size])).cpu().numpy()
+                                for i in range(0, n, batch_size)])
+    return linear_probe(codes, factors, groups=method.groups, random_state=seed)["mean_accuracy"]
