@@ -41,3 +41,13 @@ def test_optimizer_step_script_runs_on_the_cpu(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["optimizer"] for r in rows] == ["radam-foreach", "fused-radam", "adam-fused"]
     assert all(r["ms_per_step"] > 0 for r in rows)
+
+
+def test_unet_conditioning_script_runs_and_sees_the_noise_level():
+    proc = _run("unet_conditioning.py", "--steps", "6", "--variants", "scale-shift:",
+                "additive:unet.scale_shift=false")
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["name"] for r in rows] == ["scale-shift", "additive"]
+    assert all(len(r["mse"]) == 4 and r["loss"] > 0 for r in rows)
+    assert all(r["move"] > 1e-3 for r in rows)  # after 6 steps both already hear c_noise
+    assert "| scale-shift | " in proc.stdout and "| additive | " in proc.stdout

@@ -53,6 +53,17 @@ def test_diffae_learns_an_informative_code_that_its_decoder_uses_in_fixed_steps(
     from fdae.train.checkpoint import load_run
     from fdae.train.loop import initial_method, train
 
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the numbers above are one thread's: the thread count changes the trajectory
+    try:
+        _diffae_learns(tmp_path, get_dataset, code_use, probe_ground_truth, load_run, initial_method, train)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _diffae_learns(tmp_path, get_dataset, code_use, probe_ground_truth, load_run, initial_method, train):
     cfg = load_config("diffae-tiny", [f"train.steps={DIFFAE_STEPS}", "data.image_size=32", "train.device=cpu",
                                       "train.ckpt_every=0", "train.image_every=0", "train.eval_every=0",
                                       "train.ema_decay=0.99"])

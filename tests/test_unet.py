@@ -193,12 +193,54 @@ def test_additive_embedding_is_the_official_fdae_block_and_refused_before_one_ch
 
 def test_paper_preset_keeps_the_official_layout():
     """The official generator adds the time embedding before GroupNorm32: 32 groups at every
-    width of the paper U-Net (all multiples of 64), as before the scale-shift option."""
+    width of the paper U-Net (all multiples of 64), as before the scale-shift option. Built
+    on the meta device: the layout without 281 M parameters' worth of memory."""
     from fdae.nn.norm import GroupNorm32
 
-    spec = make_spec("paper", image_size=16, cond_channels=80)
+    spec = make_spec("paper", cond_channels=80)
     assert spec.scale_shift is False
-    net = UNet(spec)
+    with torch.device("meta"):
+        net = UNet(spec)
     norms = [m for m in net.modules() if isinstance(m, GroupNorm32)]
     assert norms and all(m.num_groups == 32 for m in norms)
     assert all(m.emb.out_features == m.conv1.out_channels for m in net.modules() if hasattr(m, "emb"))
+
+
+def test_paper_width_hears_its_noise_level():
+    """The paper U-Net at full width (192 channels, additive embedding before 32 groups of
+    6) with every weight redrawn: its raw output moves with the noise label."""
+    from test_conditioning import MIN_CHANGE, change, redraw
+
+    net = UNet(make_spec("paper", image_size=16, cond_channels=80, attn_resolutions=(8,))).eval()
+    redraw(net)
+    g = torch.Generator().manual_seed(0)
+    x, cmap = torch.randn(1, 3, 16, 16, generator=g), torch.randn(1, 80, 16, 16, generator=g)
+    with torch.no_grad():
+        a, b = net(x, torch.full((1,), -1.0), cond_map=cmap), net(x, torch.full((1,), 1.0), cond_map=cmap)
+    assert change(a, b) > MIN_CHANGE
+
+
+def test_runs_saved_before_the_option_rebuild_their_network():
+    """A saved config without unet.scale_shift is an older run: it is rebuilt with the
+    additive embedding and gcd(32, channels) groups, so its weights load as trained; where
+    that layout was noise-blind (one channel per group), one message says to train again."""
+    from fdae.config import config_from_dict, load_config, preset_path, to_dict
+    from fdae.errors import FdaeError
+    from fdae.methods import build_method
+
+    def saved(preset):
+        data = to_dict(load_config(preset_path(preset), ["data.image_size=32"]))
+        del data["unet"]["scale_shift"], data["unet"]["norm_channels"]
+        return config_from_dict(data)
+
+    fast = saved("shapes3d-fast")
+    assert (fast.unet.scale_shift, fast.unet.norm_channels) == (False, 0)
+    with torch.device("meta"):
+        model = build_method(fast, 3, 32)
+    blocks = [m for m in model.unet.modules() if hasattr(m, "norm2")]
+    assert all(b.norm2.num_groups == 32 and b.emb.out_features == b.norm2.num_channels for b in blocks)
+    with pytest.raises(FdaeError, match="never saw its noise level. Train it again"):
+        build_method(saved("shapes3d-tiny"), 3, 32)
+    assert load_config(preset_path("shapes3d-tiny")).unet.scale_shift is None  # a preset: today's default
+    with pytest.raises(FdaeError, match="unet.norm_channels"):
+        load_config(preset_path("shapes3d-tiny"), ["unet.norm_channels=-1"])

@@ -53,7 +53,9 @@ class UNetConfig:
     # how the noise level enters each ResBlock: ADM's scale-shift norm (true, every preset
     # but `paper`) or added before the norm (false, the official FDAE generator)
     scale_shift: bool | None = None
-    norm_channels: int | None = None  # the fewest channels in a GroupNorm group (4)
+    # the fewest channels in a GroupNorm group (4; 0: gcd(32, channels) groups, the layout
+    # of runs saved before this option, which are read with it)
+    norm_channels: int | None = None
 
 
 @dataclass
@@ -348,7 +350,18 @@ _LEGACY_UNION = {"num_concepts", "content_dim", "mask_dim", "adjust_dim", "use_m
                  "mask_decoder_width", "latent_dim"}
 
 
+def _legacy_unet(data: dict[str, Any]) -> dict[str, Any]:
+    """A run saved before `unet.scale_shift` existed was built with the time embedding
+    added before GroupNorms of gcd(32, channels) groups: rebuild that network (norm_channels
+    0 means that grouping), so its weights load as they were trained."""
+    unet = data.get("unet")
+    if not isinstance(unet, dict) or "scale_shift" in unet:
+        return data
+    return {**data, "unet": {**unet, "scale_shift": False, "norm_channels": 0}}
+
+
 def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    data = _legacy_unet(data)
     method = data.get("method")
     if not isinstance(method, dict) or method.get("name", "fdae") not in ("fdae", "diffae"):
         return data
@@ -476,7 +489,7 @@ def validate(cfg: Config) -> Config:
         if not value > 0:
             raise config_error(key, "> 0", value, _HINTS.get(key, f"set {key} to a positive value"))
     for key, value in (("unet.channels", u.channels), ("unet.num_blocks", u.num_blocks),
-                       ("unet.head_channels", u.head_channels), ("unet.norm_channels", u.norm_channels)):
+                       ("unet.head_channels", u.head_channels)):
         if value is not None and not value >= 1:
             raise config_error(key, ">= 1 or null (null keeps the preset's)", value, f"set {key}=null or a positive integer")
     for key, value in (("unet.channel_mult", u.channel_mult), ("unet.attn_resolutions", u.attn_resolutions),
@@ -488,6 +501,9 @@ def validate(cfg: Config) -> Config:
         if not all(v >= 1 for v in value):
             raise config_error(key, "a list of positive integers or null", value,
                         "e.g. unet.channel_mult=[1,2,2] or unet.attn_resolutions=[16]")
+    if u.norm_channels is not None and not (isinstance(u.norm_channels, int) and u.norm_channels >= 0):
+        raise config_error("unet.norm_channels", ">= 1 (0: gcd(32, channels) groups, as fdae before it), or null",
+                           u.norm_channels, "set unet.norm_channels=4 (the default) or null")
     if u.dropout is not None and not 0.0 <= u.dropout < 1.0:
         raise config_error("unet.dropout", "in [0, 1) or null", u.dropout, "set unet.dropout=0")
     if u.skip_dropout is not None and not 0.0 <= u.skip_dropout < 1.0:

@@ -4,7 +4,7 @@ Three ways to condition it, chosen per method:
   * a spatial map added after the input convolution (FDAE: `h = conv0(x) + cond_map`,
     then a second convolution widens to the base channels);
   * a vector latent that scales each ResBlock's normalised features (Diff-AE's
-    adaptive group norm: `h = GN(h) * (1 + s(z))`);
+    adaptive group norm: `h = (GN(h) * (1 + s_t) + b_t) * (1 + s(z))`);
   * a set of condition tokens (B, N, context_dim) read by cross-attention (EncDiff, the
     LDM layout): with `context_dim > 0` the attention at `attn_resolutions` and in the
     middle becomes a transformer block (self-attention, cross-attention, feed-forward).
@@ -84,7 +84,10 @@ def norm_groups(ch: int, min_channels: int = 4, max_groups: int = 32) -> int:
     """The number of GroupNorm groups for `ch` channels: the most groups, at most
     `max_groups`, that divide `ch` into groups of at least `min_channels` channels (one
     group when `ch` is below `min_channels`). 32 for every width of the paper's U-Net, as
-    the official GroupNorm32."""
+    the official GroupNorm32. `min_channels` 0: gcd(max_groups, ch), the grouping of runs
+    saved before this option (one channel per group at 16 or 32 channels)."""
+    if min_channels == 0:
+        return math.gcd(max_groups, ch)
     for groups in range(min(max_groups, ch), 0, -1):
         if ch % groups == 0 and ch // groups >= min_channels:
             return groups
@@ -102,8 +105,14 @@ def check_conditioning(spec: UNetSpec) -> None:
     if spec.scale_shift:
         return
     for width in sorted({spec.channels * m for m in spec.channel_mult}):
-        if width // norm_groups(width, spec.norm_channels) < 2:
+        if width // norm_groups(width, spec.norm_channels) >= 2:
+            continue
+        if spec.norm_channels == 0:
             raise ValueError(
+                "this run was trained by an older fdae whose U-Net added the noise embedding before GroupNorms "
+                f"of one channel per group (at {width} channels), which removed it: the network never saw its "
+                "noise level. Train it again with this version (its config is reused as it is)")
+        raise ValueError(
                 f"unet.scale_shift=false adds the noise embedding before a GroupNorm of one channel per group "
                 f"at {width} channels (unet.norm_channels={spec.norm_channels}), which removes it: the network "
                 "would not hear its noise level; set unet.scale_shift=true (ADM's scale-shift norm) or "

@@ -8,7 +8,8 @@ does (REFERENCE.md section 2).
   plus its part embedding, Linear(P[c]) with P = expm(W - W^T) (orthogonal: each unit a
   direction of its own), and its code z_c through a FiLM in every ResBlock, h (1 + s(z_c))
   + b(z_c), after the time embedding's scale-shift (the reference's two FiLMs, in its
-  order; stage 1 must use the default `unet.scale_shift`). All N run every step.
+  order, with stage 1's default `unet.scale_shift`; G inherits stage 1's U-Net options).
+  All N run every step.
 * eps_hat = eps_theta(x_t, t) + k_t sum_c G_c, k_t = -sqrt(alpha_t)(1 - abar_{t-1}) /
   sqrt(1 - abar_t) (PDAE's shift coefficient); L_r = |eps_hat - eps| (L1).
 * Disentangling loss: per sample a unit c; eps_c = eps_theta + d_t G_c, d_t =

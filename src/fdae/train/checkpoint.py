@@ -310,13 +310,6 @@ def load_state_into(module: torch.nn.Module, state: dict[str, Any], source: Path
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])[:300]
-        if "size mismatch" in str(err) and ".emb.weight" in str(err):
-            raise FdaeError(
-                f"checkpoint {source} was written by an older fdae whose small U-Nets added the noise embedding "
-                "before one-channel group norms, which removed it (the network never saw its noise level); "
-                "today's U-Net applies it as ADM's scale-shift norm, so those weights do not fit: train the run "
-                "again (its config is reused as it is)"
-            ) from None
         raise FdaeError(
             f"checkpoint {source} does not fit the model built from the config ({detail}); "
             f"resume with the run's own config (do not override method/unet keys)"
