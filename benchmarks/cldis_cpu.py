@@ -37,9 +37,10 @@ EVAL = {"num_train": 2000, "num_test": 1000, "num_votes_train": 300, "num_votes_
 TRACKING = {"num_images": 32, "units": 10, "steps": 10}
 BASE = ["data.image_size=32", "train.log_every=50", "train.ckpt_every=0", "train.image_every=0",
         "train.eval_every=0", "train.device=cpu"]
-# The Diff-AE alone: CL-Dis's backbone (encoder width, U-Net, code size 10 + 6) without its co-pilot.
+# The Diff-AE alone: CL-Dis's backbone (encoder width, U-Net, code size 10 + 6, EDM's default
+# noise centre, which diffae-tiny moved to 2.0) without its co-pilot.
 DIFFAE = ["method.latent_dim=16", "method.encoder_width=16", "unet.channel_mult=[1,1]", "train.batch_size=16",
-          "optim.lr=0.001", "train.ema_decay=0.99"]
+          "optim.lr=0.001", "train.ema_decay=0.99", "edm.p_mean=-1.2"]
 COMPARE = [  # label, preset, steps (about ten minutes each on one thread), overrides
     ("CL-Dis", "cldis-shapes3d-synth", 2600, ()),
     ("Diff-AE", "diffae-tiny", 5000, tuple(DIFFAE)),
