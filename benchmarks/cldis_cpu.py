@@ -1,7 +1,7 @@
 """CL-Dis against its two halves on this CPU, and how the label-free content-tracking
 score ranks runs against the supervised metrics (BENCHMARKS.md, "CL-Dis (issue 19)").
 
-    python benchmarks/cldis_cpu.py compare --jobs 2 --out cldis_compare
+    python benchmarks/cldis_cpu.py compare --jobs 2 --out cldis_compare [--rows CL-Dis Diff-AE]
     python benchmarks/cldis_cpu.py correlation --jobs 2 --out cldis_corr
     python benchmarks/cldis_cpu.py learning --out cldis_learning   # the learning test's numbers
 
@@ -162,12 +162,17 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", required=True)
     p.add_argument("--datasets", nargs="+", default=["dsprites-synth", "shapes3d-synth"])
+    p.add_argument("--rows", nargs="+", default=[label for label, *_ in COMPARE],
+                   help="compare: which runs (and their untrained weights), e.g. --rows CL-Dis Diff-AE")
     args = p.parse_args()
     if args.study == "learning":
         learning(args.out)
         return 0
     if args.study == "compare":
-        runs = [*[(f"{label} untrained", preset, 0, extra) for label, preset, _, extra in COMPARE], *COMPARE]
+        chosen = [row for row in COMPARE if row[0] in args.rows]
+        if len(chosen) != len(set(args.rows)):
+            p.error(f"--rows: choose among {', '.join(label for label, *_ in COMPARE)}")
+        runs = [*[(f"{label} untrained", preset, 0, extra) for label, preset, _, extra in chosen], *chosen]
     else:
         runs = [r for ds in args.datasets for r in correlation_runs(ds)]
     os.makedirs(args.out, exist_ok=True)
