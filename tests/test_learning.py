@@ -86,12 +86,14 @@ CLDIS_STEPS = 500
 # backbone's code, must make that code disentangled within a few hundred steps. At
 # the co-pilot's learning rate 1e-3 (the preset keeps disentanglement_lib's 1e-4, too slow
 # for a test), 500 steps on shapes3d-synth at 32 px, one thread, standard protocol at
-# these sizes: FactorVAE 0.325 -> 0.545, MIG 0.011 -> 0.072 (`python
-# benchmarks/cldis_cpu.py learning`). A broken distillation leaves the distilled units
-# untrained; a broken co-pilot leaves nothing to distil.
+# these sizes: FactorVAE 0.325 -> 0.495, MIG 0.011 -> 0.025 (`python
+# benchmarks/cldis_cpu.py learning`; before issue 27's U-Net fix, whose backbone did not
+# see its noise level: 0.545 and 0.072; with the fixed U-Net, method.distill_weight=10
+# gives MIG 0.004 and edm.p_mean=1.0 0.037, BENCHMARKS.md "CL-Dis"). A broken distillation
+# leaves the distilled units untrained; a broken co-pilot leaves nothing to distil.
 CLDIS_EVAL = dict(metrics=["factor_vae", "mig"], protocol="dlib", random_state=0, num_train=1000, num_test=500,
                   num_votes_train=300, num_votes_eval=200)
-CLDIS_MIN_GAIN = {"factor_vae": 0.12, "mig": 0.035}
+CLDIS_MIN_GAIN = {"factor_vae": 0.12, "mig": 0.007}
 
 
 @pytest.mark.slow
