@@ -134,7 +134,7 @@ def rank_correlations(rows: list[dict]) -> dict:
     return out
 
 
-def learning(out: str) -> None:
+def learning(out: str, extra: list[str]) -> None:
     """The CL-Dis learning test's numbers, on one thread."""
     _one_thread()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -148,12 +148,13 @@ def learning(out: str) -> None:
 
     cfg = load_config("cldis-shapes3d-synth", [f"train.steps={CLDIS_STEPS}", "method.vae_lr=0.001",
                                                "train.device=cpu", "train.ckpt_every=0", "train.image_every=0",
-                                               "train.eval_every=0"])
+                                               "train.eval_every=0", *extra])
     dataset = get_dataset(cfg.data.name, image_size=cfg.data.image_size)
     untrained = _scores(initial_method(cfg, dataset), dataset, CLDIS_EVAL)
     train(cfg, Path(out) / "run", progress=False, tensorboard=False)
     trained = _scores(load_run(Path(out) / "run", device="cpu").method, dataset, CLDIS_EVAL)
-    print(f"cldis-shapes3d-synth, {CLDIS_STEPS} steps, method.vae_lr=0.001: untrained {untrained}, trained {trained}")
+    print(f"cldis-shapes3d-synth, {CLDIS_STEPS} steps, method.vae_lr=0.001 {' '.join(extra)}: "
+          f"untrained {untrained}, trained {trained}")
 
 
 def main() -> int:
@@ -164,9 +165,10 @@ def main() -> int:
     p.add_argument("--datasets", nargs="+", default=["dsprites-synth", "shapes3d-synth"])
     p.add_argument("--rows", nargs="+", default=[label for label, *_ in COMPARE],
                    help="compare: which runs (and their untrained weights), e.g. --rows CL-Dis Diff-AE")
+    p.add_argument("--set", nargs="*", default=[], help="learning: config overrides, e.g. method.distill_weight=10")
     args = p.parse_args()
     if args.study == "learning":
-        learning(args.out)
+        learning(args.out, args.set)
         return 0
     if args.study == "compare":
         chosen = [row for row in COMPARE if row[0] in args.rows]

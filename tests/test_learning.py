@@ -45,25 +45,25 @@ DIFFAE_MIN_PROBE_GAIN = 0.02
 DIFFAE_MIN_CODE_USE = 3.3
 
 
+@pytest.fixture
+def one_thread():
+    """The numbers above are one thread's: the thread count changes the trajectory."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_diffae_learns_an_informative_code_that_its_decoder_uses_in_fixed_steps(tmp_path):
+def test_diffae_learns_an_informative_code_that_its_decoder_uses_in_fixed_steps(tmp_path, one_thread):
     from fdae.data import get_dataset
     from fdae.metrics.code_use import code_use
     from fdae.metrics.probe import probe_ground_truth
     from fdae.train.checkpoint import load_run
     from fdae.train.loop import initial_method, train
 
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the numbers above are one thread's: the thread count changes the trajectory
-    try:
-        _diffae_learns(tmp_path, get_dataset, code_use, probe_ground_truth, load_run, initial_method, train)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _diffae_learns(tmp_path, get_dataset, code_use, probe_ground_truth, load_run, initial_method, train):
     cfg = load_config("diffae-tiny", [f"train.steps={DIFFAE_STEPS}", "data.image_size=32", "train.device=cpu",
                                       "train.ckpt_every=0", "train.image_every=0", "train.eval_every=0",
                                       "train.ema_decay=0.99"])

@@ -163,9 +163,6 @@ class ResBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * cout if scale_shift else cout)
         self.latent = nn.Linear(latent_dim, 2 * cout if latent_shift else cout) if latent_dim else None
         self.norm2 = _norm(cout, norm_channels)
-        if not scale_shift and cout // self.norm2.num_groups < 2:
-            raise ValueError(f"an additive noise embedding before a one-channel GroupNorm ({cout} channels in "
-                             f"{self.norm2.num_groups} groups) is removed by the norm; use scale_shift")
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
